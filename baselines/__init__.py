@@ -1,0 +1,3 @@
+"""Comparison methods: one module each (client side + strategy), registered by name."""
+
+from baselines import fedavg  # noqa: F401

@@ -1,0 +1,31 @@
+"""FedAvg (McMahan et al., "Communication-Efficient Learning of Deep Networks from
+Decentralized Data", AISTATS 2017): the non-personalized reference.
+
+Each sampled client trains the received global model for E local epochs of plain SGD and
+uploads it whole; the server takes the sample-weighted mean. A client's accuracy is that of
+the received global model (with its own BatchNorm statistics). No hyperparameters of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flayer.config import StrategyConfig
+from flayer.method import ClientMethod, register_method
+from flayer.strategy import PflStrategy
+
+
+@dataclass
+class FedAvgConfig(StrategyConfig):
+    name: str = "fedavg"
+
+
+class FedAvgClient(ClientMethod):
+    """The base contract is FedAvg: receive = load, fit = train and upload everything."""
+
+
+class FedAvgStrategy(PflStrategy):
+    """The base strategy is FedAvg: every tensor in full, sample-weighted mean."""
+
+
+register_method("fedavg", FedAvgConfig, FedAvgClient, FedAvgStrategy)

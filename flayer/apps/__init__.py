@@ -1,0 +1,1 @@
+"""Flower apps: one method-agnostic ClientApp and one ServerApp."""

@@ -1,0 +1,1 @@
+"""Data: sources (raw pools), partitioners, per-client splits, cache and batching."""

@@ -1,0 +1,91 @@
+"""Fashion-MNIST from its IDX files (gzipped as Debian's dataset-fashion-mnist ships them, or not)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flayer.data.source import DATASETS, Pool, scale_images
+from flayer.errors import DataError
+
+FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+INSTALL_HINT = (
+    "install it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or run "
+    "`python -m flayer.data.fetch_fmnist DIR` where the Hugging Face hub is reachable, "
+    "then set dataset.path=DIR"
+)
+
+
+def _find(path: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def read_idx(file: Path) -> np.ndarray:
+    """Read one IDX file (the MNIST format: magic, dims, big-endian sizes, uint8 data)."""
+    opener = gzip.open if file.suffix == ".gz" else open
+    with opener(file, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{file} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{file} holds {data.size} bytes, its header says {dims}")
+    return data.reshape(dims)
+
+
+class FashionMNIST:
+    name = "fmnist"
+    num_classes = 10
+    input_shape = (1, 28, 28)
+    num_samples = 70_000
+    default_path = "/usr/share/datasets/fashion-mnist"
+
+    def _files(self, path: str) -> dict[str, Path]:
+        root = Path(os.path.expanduser(path))
+        if not root.is_dir():
+            raise DataError(f"Fashion-MNIST folder {root} does not exist; {INSTALL_HINT}")
+        found = {key: _find(root, stem) for key, stem in FILES.items()}
+        missing = [FILES[k] for k, v in found.items() if v is None]
+        if missing:
+            raise DataError(
+                f"Fashion-MNIST folder {root} lacks {', '.join(missing)} (.gz or plain); "
+                f"{INSTALL_HINT}"
+            )
+        return {k: v for k, v in found.items() if v is not None}
+
+    def check(self, path: str) -> None:
+        self._files(path)
+
+    def fingerprint(self, path: str) -> str:
+        files = self._files(path)
+        text = "|".join(f"{f.name}:{f.stat().st_size}" for _, f in sorted(files.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def load(self, path: str) -> Pool:
+        files = self._files(path)
+        x = np.concatenate([read_idx(files["train_x"]), read_idx(files["test_x"])])
+        y = np.concatenate([read_idx(files["train_y"]), read_idx(files["test_y"])])
+        if len(x) != len(y):
+            raise DataError(f"{len(x)} images but {len(y)} labels in {path}")
+        return Pool(x=x[:, None, :, :], y=y.astype(np.int64))
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        return scale_images(x)
+
+
+DATASETS.register("fmnist")(FashionMNIST())

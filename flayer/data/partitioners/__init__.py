@@ -1,0 +1,22 @@
+"""Label partitioners: labels -> one index array per client. One file per scheme."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from flayer.config import PartitionConfig
+from flayer.registry import Registry
+
+# (labels, num_clients, settings, min_size, seed) -> list of index arrays, one per client
+Partitioner = Callable[[np.ndarray, int, PartitionConfig, int, int], list[np.ndarray]]
+PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
+
+
+def default_min_size(pool_size: int, num_clients: int) -> int:
+    """PFLlib's least samples per client: int(min(40, pool / (2 N)))."""
+    return int(min(40, pool_size / (2 * num_clients)))
+
+
+from flayer.data.partitioners import dirichlet  # noqa: E402,F401  (registers itself)

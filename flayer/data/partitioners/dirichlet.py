@@ -1,0 +1,46 @@
+"""Dirichlet label skew via flwr-datasets' DirichletPartitioner (self-balancing, seeded)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from datasets import Dataset
+from flwr_datasets.partitioner import DirichletPartitioner
+
+from flayer.config import PartitionConfig
+from flayer.data.partitioners import PARTITIONERS
+from flayer.errors import DataError
+
+
+@PARTITIONERS.register("dirichlet")
+def dirichlet(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, min_size: int, seed: int
+) -> list[np.ndarray]:
+    table = Dataset.from_dict({"label": labels, "idx": np.arange(len(labels), dtype=np.int64)})
+    partitioner = DirichletPartitioner(
+        num_partitions=num_clients,
+        partition_by="label",
+        alpha=cfg.alpha,
+        min_partition_size=min_size,
+        self_balancing=True,
+        shuffle=True,
+        seed=seed,
+    )
+    partitioner.dataset = table
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one long warning per failed attempt
+            return [
+                np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)
+                for i in range(num_clients)
+            ]
+    except ValueError as exc:
+        if "max number of attempts" not in str(exc):
+            raise
+        raise DataError(
+            f"Dirichlet(alpha={cfg.alpha}) could not give each of {num_clients} clients at "
+            f"least {min_size} samples of {len(labels)} in 10 attempts (seed {seed}); use fewer "
+            "clients (num_clients), a larger partition.alpha, or a smaller "
+            "partition.min_partition_size"
+        ) from None

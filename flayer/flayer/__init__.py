@@ -1,0 +1,1 @@
+"""FLAYER: layer-wise local initialization, adaptive rates, masked upload and aggregation."""

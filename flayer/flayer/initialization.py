@@ -1,0 +1,39 @@
+"""FLAYER's local initialization (Eq. 2): copy the global model, mix the top-P tensors with
+the client's own by its last accuracy a_k, then one head pass in which only they learn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def mix_into(model: nn.Module, global_arrays: Mapping[str, np.ndarray], top: Iterable[str],
+             a: float) -> None:
+    """Every tensor <- global, except each top tensor <- a * local + (1 - a) * global."""
+    top = set(top)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in global_arrays.items():
+            g = torch.as_tensor(value, device=params[name].device)
+            if name in top:
+                params[name].mul_(a).add_(g, alpha=1.0 - a)
+            else:
+                params[name].copy_(g)
+
+
+def head_optimizer(model: nn.Module, top: Iterable[str], rate_of: Mapping[str, float]
+                   ) -> torch.optim.SGD:
+    """Plain SGD over the top tensors only, each at its layer's current rate; others frozen."""
+    top = list(top)
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        p.requires_grad_(name in top)
+    return torch.optim.SGD([{"params": [params[n]], "lr": rate_of[n]} for n in top])
+
+
+def unfreeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)

@@ -1,0 +1,45 @@
+"""Hydra callback: in a multirun, compose and check every job's settings before the first
+job starts, so a bad value in job 7 does not surface after six finished simulations."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from flayer.errors import ConfigError
+from flayer.results.recorder import has_results
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """Every job's override list, as the basic sweeper will run them."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+class CheckEveryJob(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from flayer.config import to_config
+        from flayer.validation import validate
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if sweep_dir.is_dir() and any(has_results(p) for p in sweep_dir.iterdir() if p.is_dir()):
+            _fail(ConfigError("hydra.sweep.dir", str(sweep_dir),
+                              "already holds results; choose another directory"), [])
+        for job in expand_sweep(list(config.hydra.overrides.task)):
+            try:
+                validate(to_config(compose(config_name="config", overrides=job)))
+            except ConfigError as exc:
+                _fail(exc, job)
+
+
+def _fail(exc: ConfigError, job: list[str]) -> None:
+    where = f" (job with {' '.join(job)})" if job else ""
+    print(f"error: {exc}{where}; no job was started", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,31 @@
+"""Every record, config and state key that crosses a message or persists on a client."""
+
+# Records in a message's content
+ARRAYS = "arrays"  # ArrayRecord: global model (down) or uploaded values (up)
+MASKS = "masks"  # ArrayRecord: bit-packed masks of tensors uploaded in part
+CONFIG = "config"  # ConfigRecord: per-round instructions
+METRICS = "metrics"  # MetricRecord: reply metrics
+
+# ConfigRecord keys (server -> client)
+SERVER_ROUND = "server-round"
+MODEL_VERSION = "model-version"
+DO_EVALUATE = "evaluate"
+
+# MetricRecord keys (client -> server)
+PARTITION_ID = "partition-id"
+NUM_EXAMPLES = "num-examples"
+TRAIN_LOSS = "train-loss"
+CORRECT = "correct"
+NUM_TEST = "num-test"
+ACCURACY = "accuracy"
+AUC = "auc"
+TEST_LOSS = "test-loss"
+EVALUATED = "evaluated"
+
+# Personal state in context.state
+STATE_ARRAYS = "personal.arrays"
+STATE_META = "personal.meta"
+
+# Node config (simulation engine or flower-supernode --node-config)
+NODE_PARTITION_ID = "partition-id"
+NODE_NUM_PARTITIONS = "num-partitions"

@@ -1,0 +1,162 @@
+"""The client-side contract every method implements, and the method registry.
+
+A method is three things registered under one name: its settings (a StrategyConfig
+subclass), its client side (a ClientMethod subclass) and its server strategy (a PflStrategy
+subclass). The ClientApp and ServerApp know only this contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from flayer.config import Config, StrategyConfig
+from flayer.data.federated import ClientData
+from flayer.layers import LayerMap
+from flayer.models import MODELS
+from flayer.registry import Registry
+from flayer.seeding import derive_seed, torch_generator
+from flayer.training import EvalResult, evaluate, train
+from flayer.upload import Upload
+
+Meta = dict[str, Any]  # ConfigRecord-compatible scalars and lists
+
+
+def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The run's initial model; identical on the server and on every client."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "model-init"))
+        return MODELS.get(cfg.model.name)(input_shape, num_classes)
+
+
+def shared_params(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's parameters as arrays (BatchNorm statistics are buffers: never shared)."""
+    return {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
+
+
+def load_params(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in arrays.items():
+            params[name].copy_(torch.as_tensor(value))
+
+
+@dataclass
+class ClientEnv:
+    """Everything a method's client side may use for one message."""
+
+    cfg: Config
+    settings: StrategyConfig  # the method's own settings
+    partition_id: int
+    data: ClientData
+    layers: LayerMap
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class FitResult:
+    upload: Upload
+    num_examples: int
+    train_loss: float
+    metrics: dict[str, float] | None = None
+
+
+class ClientMethod:
+    """A method's client side. One instance serves one message: the ClientApp restores its
+    personal state, calls `receive` when a new global model version arrives, then `fit` or
+    `evaluate`, and stores `state()` back. Subclasses override only what their method changes.
+    """
+
+    #: fraction of the training data held out for validation (FLAYER's accuracy_source=val)
+    @classmethod
+    def holdout_fraction(cls, settings: StrategyConfig) -> float:
+        return 0.0
+
+    def __init__(self, env: ClientEnv, model: nn.Module) -> None:
+        self.env = env
+        self.cfg = env.cfg
+        self.settings = env.settings
+        self.model = model.to(env.device)
+        self.meta: Meta = {}
+        self.extra: dict[str, np.ndarray] = {}
+
+    # ---- personal state ------------------------------------------------------------------
+    def load_state(self, arrays: dict[str, np.ndarray], meta: Meta) -> None:
+        model_state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+        if model_state:
+            self.model.load_state_dict({k: torch.as_tensor(v) for k, v in model_state.items()})
+        self.extra = {k: v for k, v in arrays.items() if not k.startswith("model/")}
+        self.meta = dict(meta)
+
+    def state(self) -> tuple[dict[str, np.ndarray], Meta]:
+        arrays = {f"model/{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return {**arrays, **self.extra}, self.meta
+
+    # ---- the method ------------------------------------------------------------------------
+    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
+        """A new global model arrived: set up the model this client will use."""
+        load_params(self.model, global_arrays)
+
+    def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
+        """Local training; returns what to upload."""
+        stats = self.train_model(self.model, self.optimizer(self.model), version)
+        return FitResult(
+            upload=Upload(arrays=shared_params(self.model)),
+            num_examples=self.env.data.num_train,
+            train_loss=stats.mean_loss,
+        )
+
+    def evaluate(self) -> tuple[EvalResult, dict[str, float]]:
+        """The personalized model on the client's test data, plus method-specific metrics."""
+        return self.evaluate_on(self.env.data.x_test, self.env.data.y_test), {}
+
+    # ---- helpers for subclasses -----------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.cfg.learning_rate
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=self.lr)
+
+    def generator(self, purpose: str, version: int) -> torch.Generator:
+        return torch_generator(self.cfg.seed, purpose, self.env.partition_id, version)
+
+    def train_model(self, model: nn.Module, optimizer: torch.optim.Optimizer, version: int, *,
+                    purpose: str = "train", epochs: int | None = None, **kwargs: Any):
+        return train(
+            model,
+            optimizer,
+            self.env.data,
+            epochs=self.cfg.local_epochs if epochs is None else epochs,
+            batch_size=self.cfg.batch_size,
+            generator=self.generator(purpose, version),
+            device=self.env.device,
+            **kwargs,
+        )
+
+    def evaluate_on(self, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None,
+                    **kwargs: Any) -> EvalResult:
+        return evaluate(model or self.model, x, y, self.env.data, device=self.env.device, **kwargs)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config: type[StrategyConfig]
+    client: type[ClientMethod]
+    strategy: type  # a PflStrategy subclass (flayer.strategy)
+    description: ClassVar[str] = ""
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(name: str, config: type[StrategyConfig], client: type[ClientMethod],
+                    strategy: type) -> Method:
+    method = Method(name=name, config=config, client=client, strategy=strategy)
+    METHODS.register(name)(method)
+    return method

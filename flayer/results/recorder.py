@@ -1,0 +1,133 @@
+"""Writes a run directory as the rounds happen: metrics.csv, clients.csv, then summary.json
+and accuracy.png. Rows are flushed each round so an interrupted run keeps what it did."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flayer.strategy import RoundRecord
+
+METRIC_COLUMNS = [
+    "round", "model_version", "accuracy", "accuracy_mean", "accuracy_std", "auc", "loss",
+    "train_loss", "clients_trained", "upload_bytes", "failures", "round_seconds",
+]
+CLIENT_COLUMNS = ["round", "client", "accuracy", "test_samples", "correct", "auc", "loss"]
+RESULT_FILES = ("metrics.csv", "clients.csv", "summary.json")
+
+
+def round_metrics(rec: RoundRecord) -> dict[str, Any]:
+    """One metrics.csv row; evaluation columns are empty when the round evaluated nobody."""
+    row: dict[str, Any] = {
+        "round": rec.round,
+        "model_version": rec.model_version,
+        "train_loss": "" if rec.train_loss is None else rec.train_loss,
+        "clients_trained": rec.trained,
+        "upload_bytes": rec.upload_bytes,
+        "failures": rec.failures,
+        "round_seconds": round(rec.seconds, 4),
+    }
+    if rec.clients:
+        accs = np.array([c.accuracy for c in rec.clients])
+        n = np.array([c.num_test for c in rec.clients], dtype=np.float64)
+        aucs = np.array([c.auc for c in rec.clients])
+        ok = np.isfinite(aucs)
+        row.update(
+            accuracy=sum(c.correct for c in rec.clients) / n.sum(),
+            accuracy_mean=float(accs.mean()),
+            accuracy_std=float(accs.std()),
+            auc=float((aucs[ok] * n[ok]).sum() / n[ok].sum()) if ok.any() else "",
+            loss=float(sum(c.loss * c.num_test for c in rec.clients) / n.sum()),
+        )
+    else:
+        row.update(accuracy="", accuracy_mean="", accuracy_std="", auc="", loss="")
+    return row
+
+
+def has_results(run_dir: Path) -> list[str]:
+    return [name for name in RESULT_FILES if (run_dir / name).exists()]
+
+
+class RunRecorder:
+    """Receives one RoundRecord per round and keeps the run directory up to date."""
+
+    def __init__(self, run_dir: Path, info: dict[str, Any], num_rounds: int,
+                 progress: bool = True) -> None:
+        self.run_dir = run_dir
+        self.info = info
+        self.num_rounds = num_rounds
+        self.rows: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
+        self._clients = open(run_dir / "clients.csv", "w", newline="")  # noqa: SIM115
+        self._mw = csv.DictWriter(self._metrics, fieldnames=METRIC_COLUMNS)
+        self._cw = csv.DictWriter(self._clients, fieldnames=CLIENT_COLUMNS)
+        self._mw.writeheader()
+        self._cw.writeheader()
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=num_rounds, desc=str(info.get("method", "run")),
+                             unit="round", dynamic_ncols=True)
+
+    def __call__(self, rec: RoundRecord) -> None:
+        row = round_metrics(rec)
+        self.rows.append(row)
+        self._mw.writerow(row)
+        for c in rec.clients:
+            self._cw.writerow({
+                "round": rec.round, "client": c.partition_id, "accuracy": c.accuracy,
+                "test_samples": c.num_test, "correct": c.correct, "auc": c.auc,
+                "loss": c.loss,
+            })
+        self._metrics.flush()
+        self._clients.flush()
+        if self._bar is not None:
+            if row["accuracy"] != "":
+                self._bar.set_postfix(acc=f"{row['accuracy']:.4f}")
+            if rec.round > 0:
+                self._bar.update(1)
+            else:
+                self._bar.refresh()
+
+    def finish(self) -> dict[str, Any]:
+        """Close the files, write summary.json and accuracy.png; returns the summary."""
+        if self._bar is not None:
+            self._bar.close()
+        self._metrics.close()
+        self._clients.close()
+        summary = summarize(self.rows, self.info, time.perf_counter() - self.started)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        from flayer.results.plots import plot_run
+
+        plot_run(self.rows, self.run_dir / "accuracy.png", str(self.info.get("method", "")))
+        return summary
+
+
+def summarize(rows: list[dict[str, Any]], info: dict[str, Any], wall: float) -> dict[str, Any]:
+    evaluated = [r for r in rows if r["accuracy"] != ""]
+    best = max(evaluated, key=lambda r: r["accuracy"], default=None)
+    final = evaluated[-1] if evaluated else None
+    last_round = rows[-1]["round"] if rows else 0
+    return {
+        **info,
+        "rounds_completed": last_round,
+        "best_accuracy": best["accuracy"] if best else None,
+        "best_round": best["round"] if best else None,
+        "final_accuracy": final["accuracy"] if final else None,
+        "final_round": final["round"] if final else None,
+        "final_accuracy_mean": final["accuracy_mean"] if final else None,
+        "final_accuracy_std": final["accuracy_std"] if final else None,
+        "final_auc": final["auc"] if final else None,
+        "total_upload_bytes": int(sum(r["upload_bytes"] for r in rows)),
+        "total_failures": int(sum(r["failures"] for r in rows)),
+        "wall_seconds": round(wall, 2),
+        "complete": last_round == info.get("num_rounds", last_round),
+    }

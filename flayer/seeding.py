@@ -1,0 +1,33 @@
+"""Seeds: every random stream is derived from the run seed plus what it is for."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+import torch
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed from the run seed and a purpose (e.g. "train", client id, version)."""
+    text = "/".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def rng_for(seed: int, *parts: object) -> np.random.Generator:
+    return np.random.default_rng(derive_seed(seed, *parts))
+
+
+def torch_generator(seed: int, *parts: object) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(derive_seed(seed, *parts))
+    return gen
+
+
+def seed_process(seed: int, *parts: object) -> None:
+    """Seed the global RNGs of this process (for anything that draws from them)."""
+    s = derive_seed(seed, *parts)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)

@@ -1,0 +1,70 @@
+"""Runs one experiment in Flower's Ray-backed simulation (the only use of run_simulation)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flayer.apps.client_app import make_client_app
+from flayer.apps.server_app import make_server_app
+from flayer.config import Config
+from flayer.results.recorder import RunRecorder
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+log = logging.getLogger(__name__)
+
+
+def backend_config(cfg: Config) -> dict[str, Any]:
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    gpus = cfg.backend.client_gpus
+    if gpus is None:
+        gpus = 0.25 if cuda else 0.0
+    init: dict[str, Any] = {"num_cpus": cfg.backend.num_cpus or os.cpu_count() or 1,
+                            "include_dashboard": False, "log_to_driver": True}
+    if cuda:
+        init["num_gpus"] = torch.cuda.device_count()
+    return {
+        "client_resources": {"num_cpus": cfg.backend.client_cpus, "num_gpus": gpus},
+        "init_args": init,
+    }
+
+
+def simulate(cfg: Config, run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Run the experiment; writes the run directory and returns the summary."""
+    from flwr.simulation import run_simulation
+
+    recorder = RunRecorder(run_dir, info, cfg.num_rounds, progress=cfg.progress)
+    saved_path, saved_pp = list(sys.path), os.environ.get("PYTHONPATH")
+    flwr_logger = logging.getLogger("flwr")
+    saved_level = flwr_logger.level
+    flwr_logger.setLevel(logging.ERROR)  # its round-by-round INFO and deprecation notes
+    try:
+        run_simulation(
+            server_app=make_server_app(cfg, recorder),
+            client_app=make_client_app(cfg),
+            num_supernodes=cfg.num_clients,
+            backend_name="ray",
+            backend_config=backend_config(cfg),
+        )
+    finally:
+        flwr_logger.setLevel(saved_level)
+        sys.path[:] = saved_path
+        if saved_pp is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved_pp
+        summary = recorder.finish()
+    if not summary["complete"]:
+        raise RuntimeError(
+            f"the simulation stopped after round {summary['rounds_completed']} of "
+            f"{cfg.num_rounds}; see the log above. Partial results are in {run_dir}"
+        )
+    return summary

@@ -1,0 +1,270 @@
+"""The server strategy every method subclasses: Flower's round loop plus what pFL needs.
+
+On top of Flower's `Strategy.start` loop it adds: a round 0 that evaluates every client
+before training; reproducible sampling by partition id; an explicit model version; reply
+checks against the method's upload declaration (a reply that fails counts as a failure and is
+skipped); aggregation in partition-id order; and one record per round for the results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from flayer import keys
+from flayer.aggregation import Contribution, aggregate, weighted_mean
+from flayer.config import Config, StrategyConfig
+from flayer.layers import LayerMap
+from flayer.seeding import rng_for
+from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClientEval:
+    partition_id: int
+    correct: int
+    num_test: int
+    auc: float
+    loss: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.num_test if self.num_test else float("nan")
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round (round 0: the evaluation before any training)."""
+
+    round: int
+    model_version: int
+    clients: list[ClientEval] = field(default_factory=list)  # empty: no evaluation
+    train_loss: float | None = None
+    trained: int = 0
+    upload_bytes: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+
+
+RoundCallback = Callable[[RoundRecord], None]
+
+
+class PflStrategy(Strategy):
+    """Base server strategy. Subclasses declare what clients upload and how it aggregates."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        settings: StrategyConfig,
+        layers: LayerMap,
+        on_round: RoundCallback | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.layers = layers
+        self.on_round = on_round
+        self.version = 0
+        self.node_of: dict[int, int] = {}  # partition id -> node id, learned in round 0
+        self.records: list[RoundRecord] = []
+        self._current: RoundRecord | None = None
+        self._sampled: list[int] = []
+        self._t0 = 0.0
+
+    # ---- what a method declares ----------------------------------------------------------
+    def global_keys(self) -> list[str]:
+        """Tensors the server holds and sends: every parameter by default."""
+        return list(self.layers.param_names)
+
+    def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:
+        """What every training reply must hold: by default every global tensor in full."""
+        return {name: TensorSpec(tuple(arr.shape)) for name, arr in global_arrays.items()}
+
+    def sync_every_round(self) -> bool:
+        """Whether every client must receive each new global model, evaluated or not."""
+        return False
+
+    def aggregate_contributions(
+        self, contributions: list[Contribution], previous: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return aggregate(contributions, previous)
+
+    def summary(self) -> None:
+        log.info("%s: %s", type(self).__name__, self.settings)
+
+    # ---- Flower's round loop, with a round 0 first ---------------------------------------
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
+              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None, evaluate_fn=None) -> Result:
+        self._wait_for_nodes(grid)
+        self._begin(0)
+        replies = grid.send_and_receive(
+            self.configure_evaluate(0, initial_arrays, ConfigRecord(), grid), timeout=timeout
+        )
+        self.aggregate_evaluate(0, replies)
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config,
+                             evaluate_config, evaluate_fn)
+
+    def _wait_for_nodes(self, grid: Grid) -> None:
+        while len(list(grid.get_node_ids())) < self.cfg.num_clients:
+            log.info("waiting for %d nodes (%d connected)", self.cfg.num_clients,
+                     len(list(grid.get_node_ids())))
+            time.sleep(1.0)
+
+    def _begin(self, server_round: int) -> None:
+        self._t0 = time.perf_counter()
+        self._current = RoundRecord(round=server_round, model_version=self.version)
+
+    def _message(self, arrays: ArrayRecord, node: int, kind: str, server_round: int,
+                 **config: int | float | str | bool) -> Message:
+        cfg = ConfigRecord({keys.SERVER_ROUND: server_round, keys.MODEL_VERSION: self.version,
+                            **config})
+        content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: cfg})
+        return Message(content=content, dst_node_id=node, message_type=kind)
+
+    def sample(self, server_round: int) -> list[int]:
+        """Partition ids that train this round: seeded by run seed and round."""
+        known = sorted(self.node_of)
+        k = max(1, int(self.cfg.num_clients * self.cfg.join_ratio))
+        k = min(k, len(known))
+        chosen = rng_for(self.cfg.seed, "sample", server_round).choice(known, k, replace=False)
+        return sorted(int(p) for p in chosen)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._begin(server_round)
+        self._sampled = self.sample(server_round)
+        return [
+            self._message(arrays, self.node_of[p], MessageType.TRAIN, server_round)
+            for p in self._sampled
+        ]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        rec = self._current
+        assert rec is not None
+        replies = list(replies)
+        rec.failures += max(0, len(self._sampled) - len(replies))
+        previous = self._global
+        spec = self.upload_spec(previous)
+        accepted: list[tuple[int, Contribution, float]] = []
+        for msg in replies:
+            if msg.has_error():
+                rec.failures += 1
+                log.warning("round %d: train reply error: %s", server_round, msg.error.reason)
+                continue
+            rec.upload_bytes += reply_nbytes(msg.content)
+            try:
+                metrics = msg.content[keys.METRICS]
+                weight = float(metrics[keys.NUM_EXAMPLES])
+                loss = float(metrics[keys.TRAIN_LOSS])
+                if not weight > 0 or not np.isfinite(loss):
+                    raise ReplyError(f"num-examples {weight}, train loss {loss}")
+                contribution = decode(msg.content, spec, weight)
+                accepted.append((int(metrics[keys.PARTITION_ID]), contribution, loss))
+            except (KeyError, ReplyError, TypeError) as exc:
+                rec.failures += 1
+                log.warning("round %d: rejected a train reply: %s", server_round, exc)
+        if not accepted:
+            return None, None
+        accepted.sort(key=lambda t: t[0])
+        contributions = [c for _, c, _ in accepted]
+        new = self.aggregate_contributions(contributions, previous)
+        self._global = new
+        self.version += 1
+        rec.trained = len(accepted)
+        rec.train_loss = weighted_mean([loss for *_, loss in accepted],
+                                       [c.weight for c in contributions])
+        return ArrayRecord({k: _array(v) for k, v in new.items()}), MetricRecord(
+            {"train-loss": rec.train_loss, "trained": rec.trained}
+        )
+
+    def is_eval_round(self, server_round: int) -> bool:
+        return (
+            server_round == 0
+            or server_round % self.cfg.eval_every == 0
+            or server_round == self.cfg.num_rounds
+        )
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        evaluate = self.is_eval_round(server_round)
+        if not (evaluate or self.sync_every_round()):
+            return []
+        nodes = list(grid.get_node_ids()) if server_round == 0 else list(self.node_of.values())
+        return [
+            self._message(arrays, node, MessageType.EVALUATE, server_round,
+                          **{keys.DO_EVALUATE: evaluate})
+            for node in sorted(nodes)
+        ]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        rec = self._current
+        assert rec is not None
+        replies = list(replies)
+        expected = (len(self.node_of) if server_round else self.cfg.num_clients) if (
+            self.is_eval_round(server_round) or self.sync_every_round()) else 0
+        rec.failures += max(0, expected - len(replies))
+        for msg in replies:
+            if msg.has_error():
+                rec.failures += 1
+                log.warning("round %d: evaluate reply error: %s", server_round, msg.error.reason)
+                continue
+            try:
+                m = msg.content[keys.METRICS]
+                pid = int(m[keys.PARTITION_ID])
+                if server_round == 0:
+                    self.node_of[pid] = msg.metadata.src_node_id
+                if int(m[keys.EVALUATED]):
+                    rec.clients.append(_client_eval(pid, m))
+            except (KeyError, TypeError, ValueError) as exc:
+                rec.failures += 1
+                log.warning("round %d: rejected an evaluate reply: %s", server_round, exc)
+        rec.clients.sort(key=lambda c: c.partition_id)
+        rec.seconds = time.perf_counter() - self._t0
+        rec.model_version = self.version
+        self.records.append(rec)
+        if self.on_round is not None:
+            self.on_round(rec)
+        if not rec.clients:
+            return None
+        correct = sum(c.correct for c in rec.clients)
+        total = sum(c.num_test for c in rec.clients)
+        return MetricRecord({"accuracy": correct / total if total else 0.0})
+
+    # the server's copy of the global arrays (numpy), set by the ServerApp before start()
+    _global: dict[str, np.ndarray]
+
+    def set_initial(self, arrays: dict[str, np.ndarray]) -> ArrayRecord:
+        self._global = {k: arrays[k] for k in self.global_keys()}
+        return ArrayRecord({k: _array(v) for k, v in self._global.items()})
+
+
+_CORE = {keys.PARTITION_ID, keys.CORRECT, keys.NUM_TEST, keys.AUC, keys.TEST_LOSS,
+         keys.EVALUATED, keys.ACCURACY}
+
+
+def _client_eval(pid: int, m: MetricRecord) -> ClientEval:
+    num = int(m[keys.NUM_TEST])
+    correct = int(m[keys.CORRECT])
+    if num <= 0 or not 0 <= correct <= num:
+        raise ValueError(f"client {pid}: {correct} correct of {num}")
+    return ClientEval(
+        partition_id=pid, correct=correct, num_test=num, auc=float(m[keys.AUC]),
+        loss=float(m[keys.TEST_LOSS]),
+        extra={k: float(v) for k, v in m.items() if k not in _CORE},
+    )
+
+
+def _array(value: np.ndarray) -> Array:
+    return Array(np.ascontiguousarray(value))

@@ -1,0 +1,129 @@
+"""The one local training loop and the one evaluation loop every method uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import label_binarize
+from torch import nn
+
+from flayer.data.federated import ClientData
+
+# (model, inputs, labels) -> loss; the default is cross-entropy of model(inputs)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# (epoch, batch index) -> None; runs after backward, before the optimizer step
+BeforeStep = Callable[[int, int], None]
+# (model, inputs) -> logits; the default is model(inputs)
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Index batches over n samples, shuffled when a generator is given. A trailing batch of
+    one sample joins the previous batch (BatchNorm cannot train on a single sample)."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else n
+        yield order[start:end]
+
+
+@dataclass
+class TrainStats:
+    loss_sum: float = 0.0
+    samples: int = 0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.samples if self.samples else float("nan")
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ClientData,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    loss_fn: LossFn = cross_entropy,
+    before_step: BeforeStep | None = None,
+) -> TrainStats:
+    """Mini-batch training on the client's training data; returns the sample-weighted loss."""
+    model.train()
+    stats = TrainStats()
+    for epoch in range(epochs):
+        for b, idx in enumerate(batches(data.num_train, batch_size, generator)):
+            x = data.to_input(data.x_train[idx]).to(device, non_blocking=True)
+            y = data.y_train[idx].to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, x, y)
+            loss.backward()
+            if before_step is not None:
+                before_step(epoch, b)
+            optimizer.step()
+            stats.loss_sum += float(loss.detach()) * len(idx)
+            stats.samples += len(idx)
+    return stats
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    correct: int
+    num: int
+    loss_sum: float
+    auc: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.num if self.num else float("nan")
+
+
+def micro_auc(y: np.ndarray, prob: np.ndarray, num_classes: int) -> float:
+    """PFLlib's AUC: micro-averaged one-vs-rest ROC AUC over the binarized labels."""
+    if num_classes == 2:
+        y_bin = np.eye(2)[y]
+    else:
+        y_bin = label_binarize(y, classes=np.arange(num_classes))
+    try:
+        return float(roc_auc_score(y_bin, prob, average="micro"))
+    except ValueError:  # only one class in y_bin's flattened form: AUC undefined
+        return float("nan")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data: ClientData,
+    *,
+    device: torch.device,
+    batch_size: int = 512,
+    forward: Forward | None = None,
+) -> EvalResult:
+    """Accuracy, loss and AUC of model on (x, y), in bounded batches."""
+    model.eval()
+    correct, loss_sum, probs = 0, 0.0, []
+    for idx in batches(len(y), batch_size, None):
+        xb = data.to_input(x[idx]).to(device)
+        yb = y[idx].to(device)
+        logits = forward(model, xb) if forward is not None else model(xb)
+        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+        probs.append(F.softmax(logits.float(), dim=1).cpu().numpy())
+    if not probs:
+        return EvalResult(0, 0, 0.0, float("nan"))
+    auc = micro_auc(y.numpy(), np.concatenate(probs), data.num_classes)
+    return EvalResult(correct=correct, num=len(y), loss_sum=loss_sum, auc=auc)

@@ -1,0 +1,77 @@
+"""Checks every setting before any heavy work starts; raises ConfigError naming the setting,
+its value and what is allowed."""
+
+from __future__ import annotations
+
+from flayer.catalog import METHODS
+from flayer.config import Config
+from flayer.data.federated import min_partition_size, source_of
+from flayer.data.partitioners import PARTITIONERS
+from flayer.errors import ConfigError, DataError
+from flayer.layers import LayerMap
+from flayer.method import build_model
+
+
+def _require(ok: bool, setting: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(setting, value, allowed)
+
+
+def validate(cfg: Config) -> None:
+    _require(cfg.num_rounds >= 0, "num_rounds", cfg.num_rounds, "must be >= 0")
+    _require(cfg.num_clients >= 1, "num_clients", cfg.num_clients, "must be >= 1")
+    _require(0 < cfg.join_ratio <= 1, "join_ratio", cfg.join_ratio, "must be in (0, 1]")
+    _require(cfg.eval_every >= 1, "eval_every", cfg.eval_every, "must be >= 1")
+    _require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
+    _require(cfg.local_epochs >= 1, "local_epochs", cfg.local_epochs, "must be >= 1")
+    _require(cfg.lr is None or cfg.lr > 0, "lr", cfg.lr, "must be > 0 (or null for the model's)")
+    _require(cfg.model.lr > 0, "model.lr", cfg.model.lr, "must be > 0")
+    _require(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device,
+             "must be one of auto, cpu, cuda")
+    if cfg.device == "cuda":
+        import torch
+
+        _require(torch.cuda.is_available(), "device", cfg.device,
+                 "CUDA is not available on this machine; use auto or cpu")
+    _check_backend(cfg)
+    _check_partition(cfg)
+    source, path = source_of(cfg)
+    try:
+        source.check(path)
+    except DataError as exc:
+        raise ConfigError("dataset.path", path, str(exc)) from None
+    model = build_model(cfg, source.input_shape, source.num_classes)
+    METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
+
+
+def _check_backend(cfg: Config) -> None:
+    b = cfg.backend
+    _require(b.client_cpus > 0, "backend.client_cpus", b.client_cpus, "must be > 0")
+    _require(b.client_gpus is None or b.client_gpus >= 0, "backend.client_gpus", b.client_gpus,
+             "must be >= 0 (or null for automatic)")
+    _require(b.num_cpus is None or b.num_cpus >= b.client_cpus, "backend.num_cpus", b.num_cpus,
+             f"must be >= backend.client_cpus ({b.client_cpus}) or null for all")
+    _require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
+
+
+def _check_partition(cfg: Config) -> None:
+    p = cfg.partition
+    _require(p.name in PARTITIONERS, "partition.name", p.name,
+             f"must be one of {', '.join(PARTITIONERS.names())}")
+    _require(p.alpha > 0, "partition.alpha", p.alpha, "must be > 0")
+    _require(0 < p.train_fraction < 1, "partition.train_fraction", p.train_fraction,
+             "must be in (0, 1)")
+    _require(p.min_partition_size is None or p.min_partition_size >= 2,
+             "partition.min_partition_size", p.min_partition_size,
+             "must be >= 2 (a client needs a train and a test sample) or null")
+    source, _ = source_of(cfg)
+    most = source.num_samples // 2
+    _require(cfg.num_clients <= most, "num_clients", cfg.num_clients,
+             f"{source.name} has {source.num_samples} samples: at most {most} clients "
+             "(each needs a train and a test sample)")
+    need = max(min_partition_size(cfg), 2) * cfg.num_clients
+    _require(need <= source.num_samples, "partition.min_partition_size",
+             min_partition_size(cfg),
+             f"{cfg.num_clients} clients x {min_partition_size(cfg)} samples exceed the "
+             f"{source.num_samples} samples of {source.name}")
