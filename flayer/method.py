@@ -93,7 +93,8 @@ class ClientMethod:
         self.meta = dict(meta)
 
     def state(self) -> tuple[dict[str, np.ndarray], Meta]:
-        arrays = {f"model/{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        model_state = self.model.state_dict()
+        arrays = {f"model/{k}": v.detach().cpu().numpy() for k, v in model_state.items()}
         return {**arrays, **self.extra}, self.meta
 
     # ---- the method ------------------------------------------------------------------------

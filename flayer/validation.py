@@ -26,7 +26,11 @@ def validate(cfg: Config) -> None:
     _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
     _require(cfg.local_epochs >= 1, "local_epochs", cfg.local_epochs, "must be >= 1")
     _require(cfg.lr is None or cfg.lr > 0, "lr", cfg.lr, "must be > 0 (or null for the model's)")
-    _require(cfg.model.lr > 0, "model.lr", cfg.model.lr, "must be > 0")
+    for key in ("lr", "c", "head_rate"):
+        value = getattr(cfg.model, key)
+        _require(value > 0, f"model.{key}", value, "must be > 0")
+    _require(cfg.model.s is None or cfg.model.s > 0, "model.s", cfg.model.s,
+             "must be > 0 (or null for layers - 1)")
     _require(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device,
              "must be one of auto, cpu, cuda")
     if cfg.device == "cuda":
@@ -35,12 +39,12 @@ def validate(cfg: Config) -> None:
         _require(torch.cuda.is_available(), "device", cfg.device,
                  "CUDA is not available on this machine; use auto or cpu")
     _check_backend(cfg)
-    _check_partition(cfg)
     source, path = source_of(cfg)
     try:
         source.check(path)
     except DataError as exc:
         raise ConfigError("dataset.path", path, str(exc)) from None
+    _check_partition(cfg, source.num_samples(path), source.name)
     model = build_model(cfg, source.input_shape, source.num_classes)
     METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
 
@@ -55,7 +59,7 @@ def _check_backend(cfg: Config) -> None:
     _require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
 
 
-def _check_partition(cfg: Config) -> None:
+def _check_partition(cfg: Config, pool: int, dataset: str) -> None:
     p = cfg.partition
     _require(p.name in PARTITIONERS, "partition.name", p.name,
              f"must be one of {', '.join(PARTITIONERS.names())}")
@@ -65,13 +69,11 @@ def _check_partition(cfg: Config) -> None:
     _require(p.min_partition_size is None or p.min_partition_size >= 2,
              "partition.min_partition_size", p.min_partition_size,
              "must be >= 2 (a client needs a train and a test sample) or null")
-    source, _ = source_of(cfg)
-    most = source.num_samples // 2
+    most = pool // 2
     _require(cfg.num_clients <= most, "num_clients", cfg.num_clients,
-             f"{source.name} has {source.num_samples} samples: at most {most} clients "
+             f"{dataset} has {pool} samples: at most {most} clients "
              "(each needs a train and a test sample)")
-    need = max(min_partition_size(cfg), 2) * cfg.num_clients
-    _require(need <= source.num_samples, "partition.min_partition_size",
-             min_partition_size(cfg),
-             f"{cfg.num_clients} clients x {min_partition_size(cfg)} samples exceed the "
-             f"{source.num_samples} samples of {source.name}")
+    size = min_partition_size(cfg)
+    _require(max(size, 2) * cfg.num_clients <= pool, "partition.min_partition_size", size,
+             f"{cfg.num_clients} clients x {size} samples exceed the {pool} samples of "
+             f"{dataset}")

@@ -25,10 +25,10 @@ def source_of(cfg: Config) -> tuple[DataSource, str]:
 
 
 def min_partition_size(cfg: Config) -> int:
-    source, _ = source_of(cfg)
     if cfg.partition.min_partition_size is not None:
         return cfg.partition.min_partition_size
-    return default_min_size(source.num_samples, cfg.num_clients)
+    source, path = source_of(cfg)
+    return default_min_size(source.num_samples(path), cfg.num_clients)
 
 
 def _cache_root(cfg: Config) -> Path:

@@ -1,7 +1,7 @@
 """Fetch Fashion-MNIST from the Hugging Face hub and write it as gzipped IDX files.
 
 For machines without Debian's `dataset-fashion-mnist` package:
-    python -m flayer.data.fetch_fmnist ~/.cache/flayer/fashion-mnist
+    python -m flayer.data.fetch_fmnist [DIR]   (default ~/.cache/flayer/fashion-mnist)
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ def fetch(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="folder to write the four IDX files into")
+    parser.add_argument("out", type=Path, nargs="?", help="folder for the four IDX files",
+                        default=Path("~/.cache/flayer/fashion-mnist"))
     args = parser.parse_args(argv)
+    args.out = args.out.expanduser()
     try:
         fetch(args.out)
     except Exception as exc:  # the hub is unreachable, or the datasets library is offline

@@ -1,4 +1,4 @@
-"""Fashion-MNIST from its IDX files (gzipped as Debian's dataset-fashion-mnist ships them, or not)."""
+"""Fashion-MNIST from its IDX files, gzipped (as Debian ships them) or not."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ FILES = {
 }
 INSTALL_HINT = (
     "install it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or run "
-    "`python -m flayer.data.fetch_fmnist DIR` where the Hugging Face hub is reachable, "
-    "then set dataset.path=DIR"
+    "`python -m flayer.data.fetch_fmnist` where the Hugging Face hub is reachable (it writes "
+    "to ~/.cache/flayer/fashion-mnist, which is found without settings), or point "
+    "dataset.path at a folder with the four IDX files"
 )
 
 
@@ -31,6 +32,16 @@ def _find(path: Path, stem: str) -> Path | None:
         if (path / name).is_file():
             return path / name
     return None
+
+
+def _idx_dims(file: Path) -> tuple[int, ...]:
+    opener = gzip.open if file.suffix == ".gz" else open
+    with opener(file, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+            raise DataError(f"{file} is not an IDX file of unsigned bytes")
+        dims = f.read(4 * head[3])
+    return tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
 
 
 def read_idx(file: Path) -> np.ndarray:
@@ -52,8 +63,15 @@ class FashionMNIST:
     name = "fmnist"
     num_classes = 10
     input_shape = (1, 28, 28)
-    num_samples = 70_000
-    default_path = "/usr/share/datasets/fashion-mnist"
+    # Debian's dataset-fashion-mnist package, then where `fetch_fmnist` writes by default
+    locations = ("/usr/share/datasets/fashion-mnist", "~/.cache/flayer/fashion-mnist")
+
+    @property
+    def default_path(self) -> str:
+        for place in self.locations:
+            if Path(os.path.expanduser(place)).is_dir():
+                return place
+        return self.locations[0]
 
     def _files(self, path: str) -> dict[str, Path]:
         root = Path(os.path.expanduser(path))
@@ -70,6 +88,11 @@ class FashionMNIST:
 
     def check(self, path: str) -> None:
         self._files(path)
+
+    def num_samples(self, path: str) -> int:
+        """Pool size from the label files' headers (no need to read the images)."""
+        files = self._files(path)
+        return sum(_idx_dims(files[k])[0] for k in ("train_y", "test_y"))
 
     def fingerprint(self, path: str) -> str:
         files = self._files(path)

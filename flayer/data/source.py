@@ -23,11 +23,13 @@ class DataSource(Protocol):
     name: str
     num_classes: int
     input_shape: tuple[int, ...]
-    num_samples: int  # size of the pool, known without loading it
     default_path: str
 
     def check(self, path: str) -> None:
         """Raise DataError naming what is missing and how to get it; cheap."""
+
+    def num_samples(self, path: str) -> int:
+        """Size of the pool, known without loading it."""
 
     def fingerprint(self, path: str) -> str:
         """Identity of the data at path for cache keys (names and sizes of its files)."""

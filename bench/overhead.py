@@ -1,0 +1,172 @@
+"""What does running FLAYER through Flower + Ray cost over a plain PyTorch loop?
+
+One warm FLAYER round (round 2) with 20 clients on Fashion-MNIST through our simulation,
+against the same work done in one process by a plain loop over the same client objects:
+train every client with adaptive rates and mask its upload, aggregate, then initialize every
+client from the new global model (mix + head pass) and evaluate it. Prints both times and,
+last, their ratio. Ray's start-up and the simulation's peak memory (summed PSS of the whole
+process tree, from /proc/<pid>/smaps_rollup) are printed separately.
+
+    python bench/overhead.py [--clients 20] [--rounds 2] [overrides...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from flayer.aggregation import Contribution, aggregate  # noqa: E402
+from flayer.catalog import METHODS  # noqa: E402
+from flayer.data.federated import client_splits, load_client, source_of  # noqa: E402
+from flayer.layers import LayerMap  # noqa: E402
+from flayer.method import ClientEnv, build_model, shared_params  # noqa: E402
+from flayer.strategy import RoundRecord  # noqa: E402
+from flayer.validation import validate  # noqa: E402
+from tests.helpers import make_config  # noqa: E402
+
+
+# ---- memory of the process tree ---------------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def tree_pss_bytes(root: int) -> int:
+    tree, todo, total = _children(), [root], 0
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            pass
+    return total
+
+
+class PeakMemory(threading.Thread):
+    def __init__(self, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_pss_bytes(os.getpid()))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self.join()
+        return self.peak
+
+
+# ---- the simulation ---------------------------------------------------------------------------
+def simulated_rounds(cfg) -> tuple[float, dict[int, float]]:
+    """(Ray start-up seconds, round -> seconds) of a real simulation."""
+    from flwr.simulation import run_simulation
+
+    import flayer.simulation as sim
+    from flayer.apps.client_app import make_client_app
+    from flayer.apps.server_app import make_server_app
+
+    seen: list[tuple[float, RoundRecord]] = []
+    t0 = time.perf_counter()
+    run_simulation(server_app=make_server_app(cfg, lambda r: seen.append((time.perf_counter(), r))),
+                   client_app=make_client_app(cfg), num_supernodes=cfg.num_clients,
+                   backend_name="ray", backend_config=sim.backend_config(cfg))
+    first_end, first = seen[0]
+    startup = first_end - first.seconds - t0
+    return startup, {rec.round: rec.seconds for _, rec in seen}
+
+
+# ---- the same work in a plain loop --------------------------------------------------------------
+def plain_rounds(cfg, rounds: int) -> dict[int, float]:
+    method = METHODS.get(cfg.strategy.name)
+    source, _ = source_of(cfg)
+    model = build_model(cfg, source.input_shape, source.num_classes)
+    layers = LayerMap(model)
+    strategy = method.strategy(cfg, cfg.strategy, layers)
+    glob = shared_params(model)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    clients = []
+    for k in range(cfg.num_clients):
+        data = load_client(cfg, k, method.client.holdout_fraction(cfg.strategy))
+        m = build_model(cfg, source.input_shape, source.num_classes)
+        env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=k, data=data,
+                        layers=layers, device=device)
+        clients.append(method.client(env, m))
+
+    def sync_and_evaluate(version: int) -> None:
+        for c in clients:
+            c.receive(glob, version)
+            c.evaluate()
+
+    times = {}
+    sync_and_evaluate(0)
+    for r in range(1, rounds + 1):
+        t = time.perf_counter()
+        results = [c.fit(glob, r - 1) for c in clients]
+        spec = strategy.upload_spec(glob)
+        contributions = [
+            Contribution(res.num_examples, res.upload.arrays, res.upload.masks)
+            for res in results
+        ]
+        for res, cont in zip(results, contributions, strict=True):
+            assert set(cont.arrays) == set(spec)
+            assert all(int(res.upload.masks[n].sum()) == spec[n].kept for n in res.upload.masks)
+        glob = aggregate(contributions, glob)
+        sync_and_evaluate(r)
+        times[r] = time.perf_counter() - t
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2, help="the last round is the one timed")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. partition.alpha=0.5")
+    args = parser.parse_args()
+    cfg = make_config(f"num_clients={args.clients}", f"num_rounds={args.rounds}",
+                      "progress=false", *args.overrides)
+    validate(cfg)
+    client_splits(cfg)  # build the data cache outside both timings
+    r = args.rounds
+    print(f"FLAYER, {cfg.dataset.name}, {cfg.num_clients} clients, Dir({cfg.partition.alpha}), "
+          f"batch {cfg.batch_size}; timing round {r}", flush=True)
+
+    mem = PeakMemory()
+    mem.start()
+    startup, sim = simulated_rounds(cfg)
+    peak = mem.stop()
+    print(f"ray start-up (not in the ratio): {startup:.1f} s")
+    print(f"peak memory of the simulation's process tree (summed PSS): {peak / 2**30:.2f} GiB")
+    print("simulation rounds: " + ", ".join(f"{k}: {v:.1f} s" for k, v in sim.items()))
+
+    plain = plain_rounds(cfg, r)
+    print(f"plain loop (one process, {torch.get_num_threads()} torch threads) rounds: "
+          + ", ".join(f"{k}: {v:.1f} s" for k, v in plain.items()))
+    print(f"simulation round {r}: {sim[r]:.2f} s")
+    print(f"plain loop round {r}: {plain[r]:.2f} s")
+    print(f"ratio simulation / plain: {sim[r] / plain[r]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

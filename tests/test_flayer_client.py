@@ -1,0 +1,96 @@
+"""FLAYER's client side on a tiny client: head pass, rates kept between rounds, masks."""
+
+import numpy as np
+import pytest
+import torch
+
+from flayer.flayer import masking
+from flayer.flayer.method import FlayerClient
+from flayer.layers import LayerMap
+from flayer.method import ClientEnv, build_model, shared_params
+from tests.helpers import make_config, tiny_client_data
+
+
+def make_client(*overrides: str) -> FlayerClient:
+    cfg = make_config("batch_size=8", *overrides)
+    data = tiny_client_data()
+    model = build_model(cfg, (1, 28, 28), 10)
+    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0, data=data,
+                    layers=LayerMap(model), device=torch.device("cpu"))
+    return FlayerClient(env, model)
+
+
+def perturbed_global(client: FlayerClient) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return {k: v + rng.normal(0, 0.01, v.shape).astype(v.dtype)
+            for k, v in shared_params(client.model).items()}
+
+
+def test_head_pass_changes_only_the_top_p_tensors():
+    client = make_client()
+    glob = perturbed_global(client)
+    client.meta["a_k"] = 0.5
+    client.receive(glob, version=1)
+    after = shared_params(client.model)
+    top = set(client.env.layers.top_p(2))
+    for name, value in after.items():
+        if name in top:
+            assert not np.allclose(value, glob[name]), name
+        else:
+            np.testing.assert_array_equal(value, glob[name])
+    assert client.meta["mixed_a"] == 0.5
+    assert all(p.requires_grad for p in client.model.parameters())
+
+
+def test_local_init_off_is_a_plain_copy():
+    client = make_client("strategy.local_init=false")
+    glob = perturbed_global(client)
+    client.receive(glob, version=1)
+    for name, value in shared_params(client.model).items():
+        np.testing.assert_array_equal(value, glob[name])
+
+
+def test_fit_recomputes_middle_rates_and_keeps_the_ends():
+    client = make_client()
+    result = client.fit(shared_params(client.model), version=0)
+    rates = client.meta["rates"]
+    eta = client.lr
+    assert rates[0] == eta and rates[-1] == pytest.approx(eta * 0.2)
+    assert rates[1] != eta and rates[2] != eta  # adaptive (c = 20 for the CNN)
+    assert result.num_examples == 40 and np.isfinite(result.train_loss)
+
+
+def test_fit_without_adaptive_rates_uses_eta_everywhere():
+    client = make_client("strategy.adaptive_lr=false")
+    client.fit(shared_params(client.model), version=0)
+    assert client.meta["rates"] == [client.lr] * 4
+
+
+def test_fit_masks_match_the_declared_counts():
+    client = make_client()
+    result = client.fit(shared_params(client.model), version=0)
+    layers = client.env.layers
+    J = layers.num_tensors
+    assert set(result.upload.arrays) == set(layers.param_names)
+    for name, mask in result.upload.masks.items():
+        j = layers.tensor_index[name]
+        assert int(mask.sum()) == masking.kept_count(j, mask.shape, J)
+    # conv weights and their biases (j < J - 2, not 2-D) are masked; fc1's weight is not
+    assert set(result.upload.masks) == {"conv1.0.weight", "conv1.0.bias", "conv2.0.weight",
+                                        "conv2.0.bias", "fc1.0.bias"}
+
+
+def test_masked_upload_off_sends_no_mask():
+    client = make_client("strategy.masked_upload=false")
+    assert client.fit(shared_params(client.model), version=0).upload.masks == {}
+
+
+def test_state_round_trips_through_the_personal_record():
+    client = make_client()
+    client.fit(shared_params(client.model), version=0)
+    arrays, meta = client.state()
+    fresh = make_client()
+    fresh.load_state(arrays, meta)
+    for name, value in shared_params(client.model).items():
+        np.testing.assert_array_equal(value, shared_params(fresh.model)[name])
+    assert fresh.rates() == client.meta["rates"]

@@ -1,0 +1,63 @@
+"""Real simulations through run.py (Flower + Ray), as a user runs them. Marked slow."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REAL_FMNIST, ROOT, write_fake_fmnist, write_real_subset
+
+pytestmark = pytest.mark.slow
+
+
+def run_py(*args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, str(ROOT / "run.py"), "progress=false", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.skipif(not REAL_FMNIST.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+def test_flayer_learns_on_real_fashion_mnist(tmp_path):
+    data = write_real_subset(tmp_path / "fmnist", n_train=4000, n_test=1000)
+    run_dir = tmp_path / "run"
+    run_py(f"dataset.path={data}", f"cache_dir={tmp_path / 'cache'}", "num_clients=5",
+           "num_rounds=3", f"hydra.run.dir={run_dir}")
+    for name in ("config.yaml", "metrics.csv", "clients.csv", "summary.json", "accuracy.png"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["complete"] and summary["method"] == "flayer"
+    assert summary["final_accuracy"] > 0.8  # chance is 0.1
+    metrics = rows(run_dir)
+    assert [r["round"] for r in metrics] == ["0", "1", "2", "3"]
+    assert float(metrics[3]["train_loss"]) < float(metrics[1]["train_loss"])
+    assert all(int(r["failures"]) == 0 for r in metrics)
+    with open(run_dir / "clients.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4 * 5  # every client, every round
+
+
+def test_flayer_with_every_component_off_equals_fedavg(tmp_path):
+    data = write_fake_fmnist(tmp_path / "fake", n_train=500, n_test=100)
+    common = [f"dataset.path={data}", f"cache_dir={tmp_path / 'cache'}", "num_clients=4",
+              "num_rounds=2", "seed=3", "partition.alpha=0.5"]
+    run_py(*common, "strategy=flayer", "strategy.local_init=false",
+           "strategy.adaptive_lr=false", "strategy.masked_upload=false",
+           f"hydra.run.dir={tmp_path / 'off'}")
+    run_py(*common, "strategy=fedavg", f"hydra.run.dir={tmp_path / 'avg'}")
+    off, avg = rows(tmp_path / "off"), rows(tmp_path / "avg")
+    assert len(off) == len(avg) == 3
+    for a, b in zip(off, avg, strict=True):
+        for column in a:
+            if column == "round_seconds":
+                continue
+            if a[column] == "" or b[column] == "":
+                assert a[column] == b[column], column
+            else:
+                assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-6), column

@@ -1,0 +1,161 @@
+"""The base strategy with mocked replies: reply checks, failures, order, bytes, sampling."""
+
+import time
+
+import numpy as np
+import pytest
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
+
+from baselines.fedavg import FedAvgStrategy
+from flayer import keys
+from flayer.flayer.method import FlayerStrategy
+from flayer.layers import LayerMap
+from flayer.method import build_model, shared_params
+from flayer.upload import Upload, encode
+from tests.helpers import make_config
+
+
+def reply(node: int, content: RecordDict | None = None, error: str | None = None) -> Message:
+    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                    reply_to_message_id="x", group_id="1", created_at=time.time(), ttl=60.0,
+                    message_type=MessageType.TRAIN)
+    if error is not None:
+        return Message(error=Error(code=1, reason=error), metadata=meta)
+    return Message(content=content, metadata=meta)
+
+
+def train_reply(pid: int, arrays: dict, n: int, masks: dict | None = None,
+                loss: float = 1.0) -> Message:
+    content = RecordDict({
+        **encode(Upload(arrays=arrays, masks=masks or {})),
+        keys.METRICS: MetricRecord({keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: n,
+                                    keys.TRAIN_LOSS: loss}),
+    })
+    return reply(100 + pid, content)
+
+
+def strategy_for(name: str, *overrides: str):
+    cfg = make_config(f"strategy={name}", "num_clients=3", *overrides)
+    model = build_model(cfg, (1, 28, 28), 10)
+    cls = {"fedavg": FedAvgStrategy, "flayer": FlayerStrategy}[name]
+    records = []
+    strategy = cls(cfg, cfg.strategy, LayerMap(model), records.append)
+    initial = shared_params(model)
+    strategy.set_initial(initial)
+    strategy.node_of = {0: 100, 1: 101, 2: 102}
+    strategy._begin(1)
+    strategy._sampled = [0, 1, 2]
+    return strategy, initial, records
+
+
+def scaled(arrays: dict, value: float) -> dict:
+    return {k: np.full_like(v, value) for k, v in arrays.items()}
+
+
+def test_fedavg_weighted_mean_in_partition_order_and_bytes():
+    strategy, initial, _ = strategy_for("fedavg")
+    replies = [train_reply(2, scaled(initial, 3.0), 30), train_reply(0, scaled(initial, 1.0), 10)]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and strategy.version == 1
+    for value in arrays.to_numpy_ndarrays():
+        np.testing.assert_allclose(value, 2.5)  # (10*1 + 30*3) / 40
+    rec = strategy._current
+    assert rec.trained == 2 and rec.failures == 1  # client 1 never replied
+    assert rec.upload_bytes == 2 * sum(v.nbytes for v in initial.values())
+    assert rec.train_loss == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", ["nan", "missing", "shape", "error", "weight"])
+def test_a_bad_reply_counts_as_a_failure_and_does_not_touch_the_model(bad):
+    strategy, initial, _ = strategy_for("fedavg")
+    good = train_reply(0, scaled(initial, 1.0), 10)
+    arrays = scaled(initial, 5.0)
+    n = 10
+    if bad == "nan":
+        arrays["fc.bias"][0] = np.nan
+    elif bad == "missing":
+        arrays.pop("fc.bias")
+    elif bad == "shape":
+        arrays["fc.bias"] = np.zeros(3, dtype=np.float32)
+    elif bad == "weight":
+        n = 0
+    broken = reply(101, error="boom") if bad == "error" else train_reply(1, arrays, n)
+    out, _ = strategy.aggregate_train(1, [good, broken, train_reply(2, scaled(initial, 1.0), 10)])
+    for value in out.to_numpy_ndarrays():
+        np.testing.assert_allclose(value, 1.0)
+    assert strategy._current.failures == 1 and strategy._current.trained == 2
+
+
+def test_all_replies_failing_keeps_the_model_and_version():
+    strategy, initial, _ = strategy_for("fedavg")
+    out, metrics = strategy.aggregate_train(1, [reply(100, error="x"), reply(101, error="y")])
+    assert out is None and strategy.version == 0
+    assert strategy._current.failures == 3
+
+
+def test_flayer_rejects_a_mask_with_the_wrong_count():
+    strategy, initial, _ = strategy_for("flayer")
+    arrays = scaled(initial, 1.0)
+    spec = strategy.upload_spec(initial)
+    masks = {}
+    for name, ts in spec.items():
+        if ts.kept is not None:
+            m = np.zeros(int(np.prod(ts.shape)), dtype=bool)
+            m[: ts.kept] = True
+            masks[name] = m.reshape(ts.shape)
+    good = train_reply(0, arrays, 10, masks)
+    bad_masks = dict(masks)
+    bad_masks["conv1.0.bias"] = np.ones_like(masks["conv1.0.bias"])
+    bad = train_reply(1, arrays, 10, bad_masks)
+    out, _ = strategy.aggregate_train(1, [good, bad])
+    assert out is not None and strategy._current.trained == 1
+    assert strategy._current.failures == 2  # the bad reply and the missing third
+
+
+def test_flayer_masking_off_declares_full_tensors():
+    strategy, initial, _ = strategy_for("flayer", "strategy.masked_upload=false")
+    assert all(ts.kept is None for ts in strategy.upload_spec(initial).values())
+
+
+def test_sampling_is_seeded_by_run_seed_and_round():
+    a, _, _ = strategy_for("fedavg", "join_ratio=0.67", "seed=1")
+    b, _, _ = strategy_for("fedavg", "join_ratio=0.67", "seed=1")
+    assert [a.sample(r) for r in range(1, 6)] == [b.sample(r) for r in range(1, 6)]
+    assert all(len(a.sample(r)) == 2 for r in range(1, 6))
+    assert len({tuple(a.sample(r)) for r in range(1, 30)}) > 1
+
+
+def test_evaluate_round_records_every_client_in_partition_order():
+    strategy, _, records = strategy_for("fedavg")
+
+    def eval_reply(pid, correct, n):
+        m = MetricRecord({keys.PARTITION_ID: pid, keys.EVALUATED: 1, keys.CORRECT: correct,
+                          keys.NUM_TEST: n, keys.ACCURACY: correct / n, keys.AUC: 0.9,
+                          keys.TEST_LOSS: 0.5})
+        return reply(100 + pid, RecordDict({keys.METRICS: m}))
+
+    out = strategy.aggregate_evaluate(1, [eval_reply(2, 9, 10), eval_reply(0, 1, 10),
+                                          eval_reply(1, 5, 10)])
+    assert out["accuracy"] == pytest.approx(15 / 30)
+    assert [c.partition_id for c in records[-1].clients] == [0, 1, 2]
+
+
+def test_configure_messages_carry_the_model_version(monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_node_id", "_task_id"):  # set by the ServerApp at run time
+        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+    strategy, initial, _ = strategy_for("flayer")
+    strategy.version = 4
+    msgs = list(strategy.configure_train(5, ArrayRecord(), ConfigRecord(), grid=None))
+    assert [m.metadata.dst_node_id for m in msgs] == [100, 101, 102]
+    assert all(m.content[keys.CONFIG][keys.MODEL_VERSION] == 4 for m in msgs)
