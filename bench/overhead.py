@@ -27,7 +27,7 @@ from flayer.aggregation import Contribution, aggregate  # noqa: E402
 from flayer.catalog import METHODS  # noqa: E402
 from flayer.data.federated import client_splits, load_client, source_of  # noqa: E402
 from flayer.layers import LayerMap  # noqa: E402
-from flayer.method import ClientEnv, build_model, shared_params  # noqa: E402
+from flayer.method import ClientEnv, build_model  # noqa: E402
 from flayer.strategy import RoundRecord  # noqa: E402
 from flayer.validation import validate  # noqa: E402
 from tests.helpers import make_config  # noqa: E402
@@ -104,7 +104,7 @@ def plain_rounds(cfg, rounds: int) -> dict[int, float]:
     model = build_model(cfg, source.input_shape, source.num_classes)
     layers = LayerMap(model)
     strategy = method.strategy(cfg, cfg.strategy, layers)
-    glob = shared_params(model)
+    glob = strategy.initial_global(model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     clients = []
     for k in range(cfg.num_clients):

@@ -7,7 +7,7 @@ subclass). The ClientApp and ServerApp know only this contract.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +55,8 @@ class ClientEnv:
     data: ClientData
     layers: LayerMap
     device: torch.device
+    # the message's instructions (server round, model version, method-specific keys)
+    instructions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,13 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
+from torch import nn
 
 from flayer import keys
 from flayer.aggregation import Contribution, aggregate, weighted_mean
 from flayer.config import Config, StrategyConfig
 from flayer.layers import LayerMap
+from flayer.method import shared_params
 from flayer.seeding import rng_for
 from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbytes
 
@@ -89,9 +91,14 @@ class PflStrategy(Strategy):
         self._t0 = 0.0
 
     # ---- what a method declares ----------------------------------------------------------
-    def global_keys(self) -> list[str]:
-        """Tensors the server holds and sends: every parameter by default."""
-        return list(self.layers.param_names)
+    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """The arrays the server holds and sends, from the run's initial model: every
+        parameter by default (a method may hold fewer, or extra modules of its own)."""
+        return shared_params(model)
+
+    def prepare_round0(self, grid: Grid, arrays: ArrayRecord, timeout: float) -> ArrayRecord:
+        """Extra exchange before round 0's evaluation (its bytes count in round 0)."""
+        return arrays
 
     def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:
         """What every training reply must hold: by default every global tensor in full."""
@@ -115,6 +122,7 @@ class PflStrategy(Strategy):
               evaluate_config: ConfigRecord | None = None, evaluate_fn=None) -> Result:
         self._wait_for_nodes(grid)
         self._begin(0)
+        initial_arrays = self.prepare_round0(grid, initial_arrays, timeout)
         replies = grid.send_and_receive(
             self.configure_evaluate(0, initial_arrays, ConfigRecord(), grid), timeout=timeout
         )
@@ -192,7 +200,7 @@ class PflStrategy(Strategy):
         rec.trained = len(accepted)
         rec.train_loss = weighted_mean([loss for *_, loss in accepted],
                                        [c.weight for c in contributions])
-        return ArrayRecord({k: _array(v) for k, v in new.items()}), MetricRecord(
+        return to_record(new), MetricRecord(
             {"train-loss": rec.train_loss, "trained": rec.trained}
         )
 
@@ -253,9 +261,9 @@ class PflStrategy(Strategy):
     # the server's copy of the global arrays (numpy), set by the ServerApp before start()
     _global: dict[str, np.ndarray]
 
-    def set_initial(self, arrays: dict[str, np.ndarray]) -> ArrayRecord:
-        self._global = {k: arrays[k] for k in self.global_keys()}
-        return ArrayRecord({k: _array(v) for k, v in self._global.items()})
+    def set_initial(self, model: nn.Module) -> ArrayRecord:
+        self._global = self.initial_global(model)
+        return to_record(self._global)
 
 
 _CORE = {keys.PARTITION_ID, keys.CORRECT, keys.NUM_TEST, keys.AUC, keys.TEST_LOSS,
@@ -274,5 +282,5 @@ def _client_eval(pid: int, m: MetricRecord) -> ClientEval:
     )
 
 
-def _array(value: np.ndarray) -> Array:
-    return Array(np.ascontiguousarray(value))
+def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})

@@ -50,7 +50,7 @@ def strategy_for(name: str, *overrides: str):
     records = []
     strategy = cls(cfg, cfg.strategy, LayerMap(model), records.append)
     initial = shared_params(model)
-    strategy.set_initial(initial)
+    strategy.set_initial(model)
     strategy.node_of = {0: 100, 1: 101, 2: 102}
     strategy._begin(1)
     strategy._sampled = [0, 1, 2]

@@ -17,7 +17,7 @@ from flayer.runtime import pick_device, set_threads
 from flayer.upload import encode
 
 
-def _method_for(cfg: Config, context: Context) -> ClientMethod:
+def _method_for(cfg: Config, context: Context, msg: Message) -> ClientMethod:
     partition_id = int(context.node_config[keys.NODE_PARTITION_ID])
     num_partitions = int(context.node_config.get(keys.NODE_NUM_PARTITIONS, cfg.num_clients))
     if num_partitions != cfg.num_clients:
@@ -30,7 +30,8 @@ def _method_for(cfg: Config, context: Context) -> ClientMethod:
     data = load_client(cfg, partition_id, method.client.holdout_fraction(cfg.strategy))
     model = build_model(cfg, data.source.input_shape, data.num_classes)
     env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=partition_id, data=data,
-                    layers=LayerMap(model), device=pick_device(cfg))
+                    layers=LayerMap(model), device=pick_device(cfg),
+                    instructions=dict(msg.content[keys.CONFIG]))
     client = method.client(env, model)
     if keys.STATE_ARRAYS in context.state:
         arrays = {k: v.numpy() for k, v in context.state[keys.STATE_ARRAYS].items()}
@@ -62,7 +63,7 @@ def _sync(client: ClientMethod, msg: Message) -> tuple[dict[str, np.ndarray], in
 
 
 def handle_train(msg: Message, context: Context, cfg: Config) -> Message:
-    client = _method_for(cfg, context)
+    client = _method_for(cfg, context, msg)
     global_arrays, version = _sync(client, msg)
     result = client.fit(global_arrays, version)
     _store(client, context)
@@ -77,7 +78,7 @@ def handle_train(msg: Message, context: Context, cfg: Config) -> Message:
 
 
 def handle_evaluate(msg: Message, context: Context, cfg: Config) -> Message:
-    client = _method_for(cfg, context)
+    client = _method_for(cfg, context, msg)
     _sync(client, msg)
     metrics: dict[str, int | float] = {keys.PARTITION_ID: client.env.partition_id,
                                        keys.EVALUATED: 0}

@@ -5,31 +5,31 @@ from __future__ import annotations
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
+from torch import nn
 
 from flayer.catalog import METHODS
 from flayer.config import Config
 from flayer.data.federated import source_of
 from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
+from flayer.method import build_model
 from flayer.runtime import set_threads
 from flayer.strategy import PflStrategy, RoundCallback
 
 
 def build_strategy(cfg: Config, on_round: RoundCallback | None = None
-                   ) -> tuple[PflStrategy, dict]:
+                   ) -> tuple[PflStrategy, nn.Module]:
     source, _ = source_of(cfg)
     model = build_model(cfg, source.input_shape, source.num_classes)
     method = METHODS.get(cfg.strategy.name)
-    strategy = method.strategy(cfg, cfg.strategy, LayerMap(model), on_round)
-    return strategy, shared_params(model)
+    return method.strategy(cfg, cfg.strategy, LayerMap(model), on_round), model
 
 
 def run_server(grid: Grid, cfg: Config, on_round: RoundCallback | None = None) -> PflStrategy:
     set_threads(int(cfg.backend.client_cpus))
-    strategy, initial = build_strategy(cfg, on_round)
+    strategy, model = build_strategy(cfg, on_round)
     strategy.start(
         grid=grid,
-        initial_arrays=strategy.set_initial(initial),
+        initial_arrays=strategy.set_initial(model),
         num_rounds=cfg.num_rounds,
         timeout=cfg.backend.round_timeout,
     )
