@@ -26,6 +26,10 @@ EVALUATED = "evaluated"
 STATE_ARRAYS = "personal.arrays"
 STATE_META = "personal.meta"
 
+# Run config under `flwr run` ([tool.flwr.app.config] in pyproject.toml)
+RUN_OVERRIDES = "overrides"  # Hydra overrides as one string, e.g. "strategy=ditto num_rounds=5"
+RUN_OUTPUT_DIR = "output-dir"  # where the ServerApp writes run directories
+
 # Node config (simulation engine or flower-supernode --node-config)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"

@@ -114,7 +114,7 @@ class PflStrategy(Strategy):
         return aggregate(contributions, previous)
 
     def summary(self) -> None:
-        log.info("%s: %s", type(self).__name__, self.settings)
+        log.debug("%s: %s", type(self).__name__, self.settings)
 
     # ---- Flower's round loop, with a round 0 first ---------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,

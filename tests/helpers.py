@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from flayer.config import Config, register_schemas, to_config
+from flayer.compose import compose_dict
+from flayer.config import Config, to_config
 from flayer.data.federated import ClientData
 from flayer.data.fetch_fmnist import write_idx
 from flayer.data.fmnist import FILES, FashionMNIST, read_idx
@@ -16,17 +16,11 @@ from flayer.data.fmnist import FILES, FashionMNIST, read_idx
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-_registered = False
 
 
 def make_config(*overrides: str) -> Config:
     """A typed config composed from conf/ with Hydra, as run.py composes it."""
-    global _registered
-    if not _registered:
-        register_schemas()
-        _registered = True
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
+    return to_config(compose_dict(overrides))
 
 
 def write_fake_fmnist(folder: Path, n_train: int = 600, n_test: int = 100, seed: int = 0,

@@ -9,6 +9,7 @@ from flwr.clientapp import ClientApp
 
 from flayer import keys
 from flayer.catalog import METHODS
+from flayer.compose import config_from_overrides
 from flayer.config import Config
 from flayer.data.federated import load_client
 from flayer.layers import LayerMap
@@ -97,16 +98,25 @@ def handle_evaluate(msg: Message, context: Context, cfg: Config) -> Message:
     return Message(content=RecordDict({keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 
-def make_client_app(cfg: Config) -> ClientApp:
-    """A ClientApp bound to a composed config (simulation builds it in-process)."""
-    app = ClientApp()
+def config_of(context: Context) -> Config:
+    """Under `flwr run` the run config carries the Hydra overrides as one string."""
+    return config_from_overrides(str(context.run_config.get(keys.RUN_OVERRIDES, "")))
 
-    @app.train()
+
+def make_client_app(cfg: Config | None = None) -> ClientApp:
+    """The ClientApp, bound to a composed config (simulation) or composing its config from
+    each run's run config (deployment)."""
+    client_app = ClientApp()
+
+    @client_app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(msg, context, cfg)
+        return handle_train(msg, context, cfg or config_of(context))
 
-    @app.evaluate()
+    @client_app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return handle_evaluate(msg, context, cfg)
+        return handle_evaluate(msg, context, cfg or config_of(context))
 
-    return app
+    return client_app
+
+
+app = make_client_app()  # for `flwr run` ([tool.flwr.app.components] in pyproject.toml)

@@ -1,0 +1,35 @@
+"""Compose conf/ outside of run.py (the apps under `flwr run`, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from flayer.config import Config, register_schemas, to_config
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@functools.lru_cache(maxsize=1)
+def _register() -> None:
+    register_schemas()
+
+
+def compose_dict(overrides: Sequence[str] = ()) -> DictConfig:
+    """conf/ composed with Hydra overrides, as run.py would compose it."""
+    if not CONF_DIR.is_dir():
+        raise FileNotFoundError(f"no conf/ folder at {CONF_DIR}; install flayer with pip -e")
+    _register()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@functools.lru_cache(maxsize=8)
+def config_from_overrides(overrides: str) -> Config:
+    """A typed config from one string of Hydra overrides (Flower's run config carries one)."""
+    return to_config(compose_dict(shlex.split(overrides)))
