@@ -1,7 +1,10 @@
-"""`python -m flayer.report PATH...`: one markdown table row per finished run.
+"""`python -m flayer.report PATH... [--out DIR]`: tables of finished runs.
 
-Accuracies are personalized test accuracies in percent; "best" is the best evaluated round
-(the paper's and PFLlib's convention), "final" the last one.
+Prints one row per run (method, dataset, alpha, seed, best accuracy (round), final accuracy,
+MB uploaded, seconds) and a comparison in which runs that differ only in their seed are
+grouped (mean ± std). Writes comparison.md, comparison.csv and comparison.png (accuracy per
+round, one curve per group, the seed spread shaded) into --out, by default the folder that
+holds the runs.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from flayer.results.report import report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flayer.report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flayer.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
+    parser.add_argument("--out", type=Path, default=None, help="where to write comparison.*")
     args = parser.parse_args(argv)
     try:
-        print(report(args.paths))
+        text, out = report(args.paths, args.out)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(text)
+    print(f"\nwrote {out / 'comparison.md'}, comparison.csv, comparison.png")
     return 0
 
 

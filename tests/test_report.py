@@ -6,23 +6,50 @@ from flayer.results.report import find_runs
 from flayer.strategy import ClientEval, RoundRecord
 
 
-def write_run(folder, method, seed, best):
+def write_run(folder, method, seed, best, alpha=0.1, extra=""):
     folder.mkdir(parents=True)
-    summary = {"method": method, "dataset": "fmnist", "alpha": 0.1, "seed": seed,
+    summary = {"method": method, "dataset": "fmnist", "alpha": alpha, "seed": seed,
                "best_accuracy": best, "best_round": 3, "final_accuracy": best - 0.01,
                "total_upload_bytes": 2_500_000, "wall_seconds": 12.3}
     (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "config.yaml").write_text(
+        f"strategy:\n  name: {method}\n{extra}partition:\n  alpha: {alpha}\n"
+        f"seed: {seed}\nprogress: false\n")
+    (folder / "metrics.csv").write_text(
+        f"round,accuracy\n0,0.5\n1,\n2,{best}\n")
+
+
+def table(text, title):
+    block = text.split(f"## {title}\n\n", 1)[1].split("\n\n", 1)[0]
+    return block.splitlines()[2:]
 
 
 def test_report_reads_runs_and_multiruns(tmp_path, capsys):
-    write_run(tmp_path / "single", "flayer", 0, 0.97)
-    for i, m in enumerate(["flayer", "fedavg", "flayer", "fedavg"]):
-        write_run(tmp_path / "sweep" / f"{i}-{m}", m, 0, 0.9 + i / 100)
+    write_run(tmp_path / "single", "flayer", 0, 0.97, alpha=0.3)
+    for i, (m, a) in enumerate([("flayer", 0.1), ("fedavg", 0.1), ("flayer", 0.5),
+                                ("fedavg", 0.5)]):
+        write_run(tmp_path / "sweep" / f"{i}-{m}", m, 0, 0.9 + i / 100, alpha=a)
     assert len(find_runs([tmp_path / "sweep"])) == 4
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert len(table(out, "Runs")) == 4 and len(table(out, "Comparison")) == 4
+    assert table(out, "Runs")[0] == "| flayer | fmnist | 0.1 | 0 | 90.00 (3) | 89.00 | 2.5 | 12 |"
+    for name in ("comparison.md", "comparison.csv", "comparison.png"):
+        assert (tmp_path / "sweep" / name).is_file()
     assert main([str(tmp_path / "single"), str(tmp_path / "sweep")]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 2 + 5
-    assert out[2].startswith("| flayer | fmnist | 0.1 | 0 | 97.00 (3) | 96.00 | 2.5 | 12 |")
+    assert len(table(capsys.readouterr().out, "Runs")) == 5
+
+
+def test_runs_differing_only_in_seed_are_grouped(tmp_path, capsys):
+    for seed, best in ((0, 0.90), (1, 0.94)):
+        write_run(tmp_path / f"{seed}-flayer", "flayer", seed, best)
+        write_run(tmp_path / f"{seed + 2}-flayer", "flayer", seed, best - 0.1,
+                  extra="  masked_upload: false\n")
+    assert main([str(tmp_path)]) == 0
+    rows = table(capsys.readouterr().out, "Comparison")
+    assert len(rows) == 2
+    assert any("masked_upload=False" in r and "| 0,1 | 82.00 ± 2.00 |" in r for r in rows)
+    assert any("masked_upload=None" in r and "| 0,1 | 92.00 ± 2.00 |" in r for r in rows)
 
 
 def test_report_on_a_folder_without_runs_fails_clearly(tmp_path, capsys):
