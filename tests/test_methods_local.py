@@ -13,9 +13,8 @@ from tests.localgrid import run_local
 def small(fake_fmnist, cache_dir):
     def cfg(*overrides):
         return make_config(f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}",
-                           "num_clients=3", "num_rounds=2", "partition.alpha=1.0", "lr=0.05",
-                           "model.c=2",
-                           "progress=false", *overrides)
+                           "num_clients=3", "num_rounds=2", "partition.alpha=1.0", "batch_size=4",
+                           "lr=0.01", "model.c=4", "progress=false", *overrides)
     return cfg
 
 
@@ -29,7 +28,7 @@ def test_every_method_runs_rounds_through_the_apps(small, method):
     assert strategy.version == 2
     acc = [sum(c.correct for c in r.clients) / sum(c.num_test for c in r.clients)
            for r in records]
-    assert acc[-1] > 0.3  # learnable data; chance is 0.1
+    assert acc[-1] > 0.25  # learnable data; chance is 0.1
 
 
 def test_personal_state_survives_rounds(small):

@@ -1,0 +1,142 @@
+"""Ditto (Li, Hu, Beirami and Smith, "Ditto: Fair and Robust Federated Learning Through
+Personalization", ICML 2021).
+
+Each client keeps two models. The global copy w is trained exactly as FedAvg trains it (from
+the received global model, `local_epochs` epochs of SGD), uploaded whole and averaged by the
+server (sample-weighted mean). Next to it the client keeps a full personal model v that never
+leaves it: v starts as a copy of the first global model the client receives and, in every
+round the client trains, takes `personal_epochs` epochs of SGD on
+
+    CE(v) + (lam / 2) * ||v - w_received||^2,
+
+where w_received is the global model of that round (PFLlib: `ptrain` runs before `train`, with
+the model still holding the received global). v is the model the client evaluates and keeps.
+
+Settings (conf/strategy/ditto.yaml):
+  lam              lambda, the proximal weight pulling v toward the received global model;
+                   default 0.1 (PFLlib's `mu`; note PFLlib's command-line default mu = 0
+                   turns Ditto into purely local training of v)
+  personal_epochs  epochs of v's training per round; default 1 (PFLlib `plocal_epochs`)
+
+The proximal term is added to v's gradients as lam * (v - w_received) after the
+cross-entropy backward pass, as PFLlib's perturbed gradient descent does; with lr * lam = 1 and
+no cross-entropy gradient one SGD step therefore lands v exactly on w_received.
+
+A training reply's train loss is w's (FedAvg's, over its local epochs); v's mean loss goes
+with it as the metric `personal-loss`.
+
+BatchNorm statistics stay local for both models: v's live in the model state, w's in the
+client's extra arrays (`w/<buffer name>`), so each model keeps its own running statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from flayer.config import Config, StrategyConfig
+from flayer.errors import ConfigError
+from flayer.layers import LayerMap
+from flayer.method import (
+    ClientMethod,
+    FitResult,
+    build_model,
+    load_params,
+    register_method,
+    shared_params,
+)
+from flayer.strategy import PflStrategy
+from flayer.training import cross_entropy
+from flayer.upload import Upload
+
+W_BUFFER = "w/"  # prefix of the global copy's BatchNorm buffers in the client's extra arrays
+INITIALIZED = "ditto_initialized"  # meta flag: v has been set from a global model
+
+
+@dataclass
+class DittoConfig(StrategyConfig):
+    name: str = "ditto"
+    lam: float = 0.1
+    personal_epochs: int = 1
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ConfigError("strategy.lam", self.lam, "must be a finite number >= 0")
+        if self.personal_epochs < 1:
+            raise ConfigError("strategy.personal_epochs", self.personal_epochs, "must be >= 1")
+
+
+class DittoClient(ClientMethod):
+    """`self.model` is the personal model v (evaluated and stored); w is rebuilt per round."""
+
+    settings: DittoConfig
+
+    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
+        # v starts as the first global model; later global models only reach v through the
+        # proximal term while training.
+        if not self.meta.get(INITIALIZED, False):
+            load_params(self.model, global_arrays)
+            self.meta[INITIALIZED] = True
+
+    def personal_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """v's data loss (the proximal term is added to its gradients separately)."""
+        return cross_entropy(model, x, y)
+
+    def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
+        personal = self.train_personal(global_arrays, version)
+        w = self.global_copy(global_arrays)
+        stats = self.train_model(w, self.optimizer(w), version)
+        self.extra.update({W_BUFFER + n: b.detach().cpu().numpy().copy()
+                           for n, b in w.named_buffers()})
+        return FitResult(
+            upload=Upload(arrays=shared_params(w)),
+            num_examples=self.env.data.num_train,
+            train_loss=stats.mean_loss,
+            metrics={"personal-loss": float(personal)},
+        )
+
+    def train_personal(self, global_arrays: dict[str, np.ndarray], version: int) -> float:
+        """`personal_epochs` of SGD on v with the proximal pull toward w_received."""
+        device = self.env.device
+        anchor = {n: torch.tensor(global_arrays[n], device=device)
+                  for n, _ in self.model.named_parameters()}
+        params = list(self.model.named_parameters())
+        lam = self.settings.lam
+
+        def proximal(epoch: int, batch: int) -> None:
+            with torch.no_grad():
+                for name, p in params:
+                    pull = p.detach() - anchor[name]
+                    if p.grad is None:
+                        p.grad = lam * pull
+                    else:
+                        p.grad.add_(pull, alpha=lam)
+
+        stats = self.train_model(self.model, self.optimizer(self.model), version,
+                                 purpose="personal", epochs=self.settings.personal_epochs,
+                                 loss_fn=self.personal_loss,
+                                 before_step=proximal if lam > 0 else None)
+        return stats.mean_loss
+
+    def global_copy(self, global_arrays: dict[str, np.ndarray]) -> nn.Module:
+        """w: the received global parameters with this client's own BatchNorm statistics."""
+        data = self.env.data
+        w = build_model(self.cfg, data.source.input_shape, data.num_classes).to(self.env.device)
+        load_params(w, global_arrays)
+        with torch.no_grad():
+            for name, buf in w.named_buffers():
+                stored = self.extra.get(W_BUFFER + name)
+                if stored is not None:
+                    buf.copy_(torch.tensor(stored))
+        return w
+
+
+class DittoStrategy(PflStrategy):
+    """FedAvg on the global copies w: every tensor in full, sample-weighted mean."""
+
+
+register_method("ditto", DittoConfig, DittoClient, DittoStrategy)

@@ -1,0 +1,102 @@
+"""FedPer (Arivazhagan et al., "Federated Learning with Personalization Layers",
+arXiv 1912.00818): a shared body, a personal head.
+
+The server holds, sends and averages only the body (every layer but the personal ones, by the
+project's layer notion, `flayer.layers.LayerMap`); the personal layers never leave the client.
+Each round a client loads the received body into its own model (keeping its own head), trains
+the whole model for E epochs (`local_epochs`) of plain SGD at the run's rate, and uploads the
+body. Its accuracy is that of its own model: the global body with its personal head. Uploaded
+bytes are therefore those of the body only.
+
+Settings (conf/strategy/fedper.yaml):
+  personal_layers  how many top layers stay on the client (the paper's K_P), default 1: only
+                   the head (the classifier), as in BASELINES.md and PFLlib. Must leave at
+                   least one layer to share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from flayer.config import Config, StrategyConfig
+from flayer.errors import ConfigError
+from flayer.layers import LayerMap
+from flayer.method import ClientMethod, FitResult, load_params, register_method, shared_params
+from flayer.strategy import PflStrategy
+from flayer.upload import Upload
+
+
+def body_names(layers: LayerMap, personal_layers: int = 1) -> tuple[str, ...]:
+    """The shared parameter names: every layer but the top `personal_layers` (1: exactly
+    `LayerMap.body_params`). Methods that keep a personal head all split the model here."""
+    if not 1 <= personal_layers < layers.num_layers:
+        raise ValueError(
+            f"personal_layers must be in [1, {layers.num_layers - 1}], got {personal_layers}"
+        )
+    if personal_layers == 1:
+        return layers.body_params
+    return tuple(n for layer in layers.layers[:-personal_layers] for n in layer.params)
+
+
+@dataclass
+class FedPerConfig(StrategyConfig):
+    name: str = "fedper"
+    personal_layers: int = 1
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        top = layers.num_layers - 1
+        if not 1 <= self.personal_layers <= top:
+            raise ConfigError(
+                "strategy.personal_layers", self.personal_layers,
+                f"must be in [1, {top}] ({cfg.model.name} has {layers.num_layers} layers and "
+                "at least one must be shared)",
+            )
+
+
+class FedPerClient(ClientMethod):
+    """Global body + personal head; trains everything, uploads the body."""
+
+    settings: FedPerConfig
+
+    @property
+    def body(self) -> tuple[str, ...]:
+        return body_names(self.env.layers, self.settings.personal_layers)
+
+    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
+        # The server must hold exactly the body: a head arriving here would overwrite the
+        # personal one, so a mismatch is a bug worth stopping for.
+        if set(global_arrays) != set(self.body):
+            raise ValueError(
+                f"{type(self).__name__}: global arrays {sorted(global_arrays)} are not the "
+                f"body {sorted(self.body)}"
+            )
+        load_params(self.model, global_arrays)
+
+    def upload(self) -> Upload:
+        params = shared_params(self.model)
+        return Upload(arrays={n: params[n] for n in self.body})
+
+    def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
+        stats = self.train_model(self.model, self.optimizer(self.model), version)
+        return FitResult(self.upload(), self.env.data.num_train, stats.mean_loss)
+
+
+class FedPerStrategy(PflStrategy):
+    """Holds and averages only the body; the default upload declaration (every global tensor
+    in full) then asks each client for exactly the body."""
+
+    settings: FedPerConfig
+
+    @property
+    def body(self) -> tuple[str, ...]:
+        return body_names(self.layers, self.settings.personal_layers)
+
+    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
+        params = shared_params(model)
+        return {n: params[n] for n in self.body}
+
+
+register_method("fedper", FedPerConfig, FedPerClient, FedPerStrategy)

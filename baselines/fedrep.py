@@ -1,0 +1,92 @@
+"""FedRep (Collins et al., "Exploiting Shared Representations for Personalized Federated
+Learning", ICML 2021): a shared representation (body), a personal head, trained in turn.
+
+The split and the server side are FedPer's (baselines/fedper.py): the server holds, sends and
+averages only the body; the head never leaves the client. Each round a client loads the
+received body into its own model (keeping its own head), then
+  1. trains the head only (body frozen) for `head_epochs` epochs,
+  2. trains the body only (head frozen) for E epochs (`local_epochs`),
+both with plain SGD at the run's learning rate, each phase with its own shuffling seed, and
+uploads the body. Frozen means no gradient step; BatchNorm running statistics (buffers, never
+uploaded) still update in both phases, as in PFLlib. The reported train loss is the body
+phase's (the E local epochs, as for every method); the head phase's is the `head-loss` metric.
+
+Settings (conf/strategy/fedrep.yaml):
+  head_epochs      epochs of the head phase, default 1 (BASELINES.md, PFLlib's
+                   `plocal_epochs`); the FedRep paper uses 10.
+  personal_layers  how many top layers form the personal head, default 1 (the classifier),
+                   as in the paper; see FedPer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from baselines.fedper import FedPerClient, FedPerConfig, FedPerStrategy
+from flayer.config import Config
+from flayer.errors import ConfigError
+from flayer.layers import LayerMap
+from flayer.method import FitResult, register_method
+from flayer.training import TrainStats
+
+
+@dataclass
+class FedRepConfig(FedPerConfig):
+    name: str = "fedrep"
+    head_epochs: int = 1
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        super().check(cfg, layers)
+        if self.head_epochs < 1:
+            raise ConfigError("strategy.head_epochs", self.head_epochs, "must be >= 1")
+
+
+class FedRepClient(FedPerClient):
+    """FedPer's client with the local update split into a head phase and a body phase."""
+
+    settings: FedRepConfig
+
+    @contextmanager
+    def only(self, names: set[str]) -> Iterator[list[torch.nn.Parameter]]:
+        """Freeze every parameter but `names` (no gradients at all, so the frozen ones cannot
+        move), yield the trainable ones, and restore `requires_grad` afterwards."""
+        params = dict(self.model.named_parameters())
+        was = {n: p.requires_grad for n, p in params.items()}
+        for n, p in params.items():
+            p.requires_grad_(n in names)
+        try:
+            yield [p for n, p in params.items() if n in names]
+        finally:
+            for n, p in params.items():
+                p.requires_grad_(was[n])
+
+    def train_head(self, version: int) -> TrainStats:
+        head = set(self.env.layers.param_names) - set(self.body)
+        with self.only(head) as trainable:
+            return self.train_model(self.model, torch.optim.SGD(trainable, lr=self.lr), version,
+                                    purpose="head", epochs=self.settings.head_epochs)
+
+    def train_body(self, version: int) -> TrainStats:
+        with self.only(set(self.body)) as trainable:
+            return self.train_model(self.model, torch.optim.SGD(trainable, lr=self.lr), version,
+                                    purpose="body", epochs=self.cfg.local_epochs)
+
+    def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
+        head_stats = self.train_head(version)
+        body_stats = self.train_body(version)
+        return FitResult(self.upload(), self.env.data.num_train, body_stats.mean_loss,
+                         metrics={"head-loss": head_stats.mean_loss})
+
+
+class FedRepStrategy(FedPerStrategy):
+    """FedPer's server side: holds, sends and averages only the body."""
+
+    settings: FedRepConfig
+
+
+register_method("fedrep", FedRepConfig, FedRepClient, FedRepStrategy)

@@ -1,0 +1,250 @@
+"""FedDBE: the personal bias is learned and never uploaded; round 0's phase reports the running
+feature mean without touching the client's model; the server's global mean is the
+sample-weighted mean of the reports, counted in round 0 and kept through aggregation."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+from torch import nn
+
+from baselines.feddbe import (
+    FEATURE_MEAN,
+    GLOBAL_MEAN,
+    PHASE,
+    PHASE_MEAN,
+    RUNNING_MEAN,
+    FedDBEClient,
+    FedDBEConfig,
+    FedDBEStrategy,
+)
+from flayer import keys
+from flayer.aggregation import Contribution
+from flayer.errors import ConfigError
+from flayer.layers import LayerMap, features
+from flayer.method import ClientEnv, build_model, shared_params
+from flayer.strategy import to_record
+from flayer.training import batches
+from flayer.upload import Upload, encode
+from tests.helpers import make_config, tiny_client_data
+
+
+class Tiny(nn.Module):
+    """A body with BatchNorm and a Linear head named `out` (no CNN names anywhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16),
+                                  nn.ReLU())
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
+def make_client(kind: str = "cnn", *overrides: str, phase: bool = False) -> FedDBEClient:
+    cfg = make_config("strategy=feddbe", "batch_size=8", "lr=0.05", *overrides)
+    if kind == "cnn":
+        model = build_model(cfg, (1, 28, 28), 10)
+    else:
+        torch.manual_seed(0)
+        model = Tiny()
+    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0,
+                    data=tiny_client_data(n_train=16, n_test=10), layers=LayerMap(model),
+                    device=torch.device("cpu"),
+                    instructions={PHASE: PHASE_MEAN} if phase else {})
+    return FedDBEClient(env, model)
+
+
+def with_mean(client: FedDBEClient, value: float = 0.5) -> dict[str, np.ndarray]:
+    glob = shared_params(client.model.net)
+    return {**glob, GLOBAL_MEAN: np.full(client.model.bias.numel(), value, dtype=np.float32)}
+
+
+@pytest.mark.parametrize("kind", ["cnn", "tiny"])
+def test_bias_is_learned_and_never_uploaded(kind):
+    client = make_client(kind)
+    glob = with_mean(client)
+    client.receive(glob, version=1)
+    result = client.fit(glob, version=1)
+    bias = client.model.bias.detach().numpy()
+    assert np.abs(bias).sum() > 0  # the bias trained with the model
+    sent = result.upload.arrays
+    assert set(sent) == set(client.env.layers.param_names)  # the base model's tensors only
+    for name, value in shared_params(client.model.net).items():
+        np.testing.assert_array_equal(sent[name], value)
+    assert not any(v.shape == bias.shape and np.allclose(v, bias) for v in sent.values())
+    assert RUNNING_MEAN in client.extra and "model/bias" in client.state()[0]
+    assert result.num_examples == 16 and np.isfinite(result.train_loss)
+
+
+def test_the_head_reads_feature_plus_bias():
+    client = make_client()
+    with torch.no_grad():
+        client.model.bias.fill_(0.3)
+    x = client.env.data.to_input(client.env.data.x_test[:4])
+    net, layers = client.model.net, client.env.layers
+    expected = layers.head_module(net)(features(net, layers, x) + 0.3)
+    torch.testing.assert_close(client.model(x), expected)
+
+
+def test_mean_regularizer_pulls_toward_the_global_mean():
+    # same data, same seed: only kappa differs; the running mean must end nearer the target
+    far = 3.0
+    ends = {}
+    for kappa in (0.0, 50.0):
+        client = make_client("tiny", f"strategy.kappa={kappa}")
+        glob = with_mean(client, far)
+        client.fit(glob, version=1)
+        ends[kappa] = float(np.abs(client.extra[RUNNING_MEAN] - far).mean())
+    assert ends[50.0] < ends[0.0]
+
+
+def test_fit_without_a_global_mean_is_an_error():
+    client = make_client()
+    with pytest.raises(RuntimeError):
+        client.fit(shared_params(client.model.net), version=1)
+
+
+def test_phase_reports_the_running_mean_and_leaves_the_model_alone():
+    client = make_client("tiny", "lr=0.0", phase=True)  # lr 0: features fixed, mean checkable
+    glob = shared_params(client.model.net)
+    client.receive(glob, version=0)
+    before = {k: v.detach().clone() for k, v in client.model.state_dict().items()}
+    result = client.fit(glob, version=0)
+    assert set(result.upload.arrays) == {FEATURE_MEAN}
+    assert result.num_examples == 16
+    for k, v in client.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)  # BN statistics included
+    # hand-computed: m <- 0.9 m + 0.1 mean(h) over the phase's batches, from m = 0
+    data, layers = client.env.data, client.env.layers
+    net = client.model.net
+    net.train()
+    m = torch.zeros(16)
+    with torch.no_grad():
+        for idx in batches(data.num_train, 8, client.generator("feddbe-mean", 0)):
+            h = features(net, layers, data.to_input(data.x_train[idx]))
+            m = 0.9 * m + 0.1 * h.mean(0)
+    np.testing.assert_allclose(result.upload.arrays[FEATURE_MEAN], m.numpy(), rtol=1e-5)
+
+
+# ---- the server side with mocked replies ---------------------------------------------------
+def reply(node: int, content: RecordDict | None = None, error: str | None = None) -> Message:
+    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                    reply_to_message_id="x", group_id="1", created_at=time.time(), ttl=60.0,
+                    message_type=MessageType.TRAIN)
+    if error is not None:
+        return Message(error=Error(code=1, reason=error), metadata=meta)
+    return Message(content=content, metadata=meta)
+
+
+def mean_reply(pid: int, value: np.ndarray, n: int) -> Message:
+    content = RecordDict({
+        **encode(Upload(arrays={FEATURE_MEAN: value.astype(np.float32)})),
+        keys.METRICS: MetricRecord({keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: n,
+                                    keys.TRAIN_LOSS: 1.0}),
+    })
+    return reply(100 + pid, content)
+
+
+class FakeGrid:
+    """Answers the phase's train messages with canned replies; records what was sent."""
+
+    def __init__(self, replies: dict[int, Message]) -> None:
+        self.replies = replies
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return [102, 100, 101, 103]
+
+    def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
+        self.sent = list(messages)
+        return [self.replies[m.metadata.dst_node_id] for m in self.sent
+                if m.metadata.dst_node_id in self.replies]
+
+
+@pytest.fixture
+def strategy(monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_node_id", "_task_id"):  # set by the ServerApp at run time
+        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+    cfg = make_config("strategy=feddbe", "num_clients=4")
+    model = build_model(cfg, (1, 28, 28), 10)
+    s = FedDBEStrategy(cfg, cfg.strategy, LayerMap(model))
+    s.set_initial(model)
+    s._begin(0)
+    return s
+
+
+def test_global_mean_is_the_sample_weighted_mean_of_the_reports(strategy):
+    w = strategy.width
+    ramp = np.arange(w, dtype=np.float32)
+    replies = {
+        100: mean_reply(0, np.full(w, 1.0), 10),
+        101: mean_reply(1, np.full(w, 4.0) + ramp, 30),
+        102: mean_reply(2, np.zeros(3), 50),  # wrong width: rejected
+        # node 103 never answers
+    }
+    grid = FakeGrid(replies)
+    model_arrays = dict(strategy._global)
+    out = strategy.prepare_round0(grid, to_record(model_arrays), timeout=5)
+    expected = (10 * 1.0 + 30 * (4.0 + ramp)) / 40  # = 3.25 + 0.75 * ramp
+    np.testing.assert_allclose(out[GLOBAL_MEAN].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(strategy._global[GLOBAL_MEAN], expected, rtol=1e-6)
+    for name, value in model_arrays.items():  # the model itself is unchanged
+        np.testing.assert_array_equal(out[name].numpy(), value)
+    rec = strategy._current
+    assert rec.failures == 2  # the bad reply and the silent node
+    assert rec.upload_bytes == 2 * w * 4 + 3 * 4  # every reply's arrays count in round 0
+    assert sorted(m.metadata.dst_node_id for m in grid.sent) == [100, 101, 102, 103]
+    assert all(m.metadata.message_type == MessageType.TRAIN for m in grid.sent)
+    assert all(m.content[keys.CONFIG][PHASE] == PHASE_MEAN for m in grid.sent)
+    assert all(m.content[keys.CONFIG][keys.SERVER_ROUND] == 0 for m in grid.sent)
+
+
+def test_no_report_at_all_stops_the_run(strategy):
+    grid = FakeGrid({100: reply(100, error="boom")})
+    with pytest.raises(RuntimeError):
+        strategy.prepare_round0(grid, ArrayRecord(), timeout=5)
+    assert strategy._current.failures == 4
+
+
+def test_global_mean_is_never_uploaded_and_survives_aggregation(strategy):
+    g = np.full(strategy.width, 2.0, dtype=np.float32)
+    strategy._global = {**strategy._global, GLOBAL_MEAN: g}
+    spec = strategy.upload_spec(strategy._global)
+    assert GLOBAL_MEAN not in spec and set(spec) == set(strategy.layers.param_names)
+    model = {k: v for k, v in strategy._global.items() if k != GLOBAL_MEAN}
+    ones = Contribution(10, {k: np.ones_like(v) for k, v in model.items()})
+    fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in model.items()})
+    out = strategy.aggregate_contributions([ones, fours], strategy._global)
+    np.testing.assert_array_equal(out[GLOBAL_MEAN], g)
+    np.testing.assert_allclose(out["fc.weight"], 3.25)
+
+
+@pytest.mark.parametrize("override,setting", [("strategy.momentum=0", "strategy.momentum"),
+                                              ("strategy.momentum=1.5", "strategy.momentum"),
+                                              ("strategy.kappa=-1", "strategy.kappa")])
+def test_bad_settings_raise(override, setting):
+    cfg = make_config("strategy=feddbe", override)
+    model = build_model(cfg, (1, 28, 28), 10)
+    with pytest.raises(ConfigError) as err:
+        cfg.strategy.check(cfg, LayerMap(model))
+    assert err.value.setting == setting
+
+
+def test_a_head_that_is_not_linear_is_refused():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16))
+    cfg = make_config("strategy=feddbe")
+    with pytest.raises(ConfigError):
+        FedDBEConfig().check(cfg, LayerMap(model))
+
+
+def test_defaults():
+    st = FedDBEConfig()
+    assert (st.momentum, st.kappa) == (0.1, 50.0)
