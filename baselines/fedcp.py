@@ -49,7 +49,7 @@ from torch import nn
 
 from flayer.config import Config, StrategyConfig
 from flayer.errors import ConfigError
-from flayer.layers import LayerMap, features
+from flayer.layers import LayerMap, features, require_linear_head
 from flayer.method import ClientEnv, ClientMethod, FitResult, register_method, shared_params
 from flayer.seeding import derive_seed
 from flayer.strategy import PflStrategy
@@ -71,16 +71,7 @@ class FedCPConfig(StrategyConfig):
             raise ConfigError("strategy.lam", self.lam, "must be a finite number >= 0")
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise ConfigError("strategy.tau", self.tau, "must be a finite number > 0")
-        check_linear_head(layers, cfg.model.name, "fedcp")
-
-
-def check_linear_head(layers: LayerMap, model_name: str, method: str) -> None:
-    """The method needs a head that is one Linear layer (a 2-D weight, maybe a 1-D bias)."""
-    shapes = [layers.shapes[n] for n in layers.head.params]
-    if sorted(len(s) for s in shapes) not in ([2], [1, 2]) or layers.num_layers < 2:
-        raise ConfigError("model.name", model_name,
-                          f"{method} needs a model whose last layer is one Linear head "
-                          f"(and a body before it); {layers.head.name!r} has shapes {shapes}")
+        require_linear_head(layers, cfg.model.name, "fedcp")
 
 
 def build_cpn(cfg: Config, width: int) -> nn.Module:

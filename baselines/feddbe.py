@@ -43,11 +43,10 @@ from flwr.app import ArrayRecord, MessageType
 from flwr.serverapp import Grid
 from torch import nn
 
-from flayer import keys
-from flayer.aggregation import Contribution, aggregate
+from flayer.aggregation import aggregate
 from flayer.config import Config, StrategyConfig
 from flayer.errors import ConfigError
-from flayer.layers import LayerMap, features
+from flayer.layers import LayerMap, features, require_linear_head
 from flayer.method import (
     ClientEnv,
     ClientMethod,
@@ -57,7 +56,7 @@ from flayer.method import (
     shared_params,
 )
 from flayer.strategy import PflStrategy, to_record
-from flayer.upload import ReplyError, TensorSpec, Upload, UploadSpec, decode, reply_nbytes
+from flayer.upload import TensorSpec, Upload, UploadSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +78,7 @@ class FedDBEConfig(StrategyConfig):
             raise ConfigError("strategy.momentum", self.momentum, "must be in (0, 1]")
         if not (math.isfinite(self.kappa) and self.kappa >= 0):
             raise ConfigError("strategy.kappa", self.kappa, "must be a finite number >= 0")
-        shapes = sorted(len(layers.shapes[n]) for n in layers.head.params)
-        if shapes not in ([2], [1, 2]) or layers.num_layers < 2:
-            raise ConfigError("model.name", cfg.model.name,
-                              "feddbe needs a model whose last layer is one Linear head "
-                              "(and a body before it)")
+        require_linear_head(layers, cfg.model.name, "feddbe")
 
 
 class RunningMean:
@@ -187,36 +182,16 @@ class FedDBEStrategy(PflStrategy):
                 if name != GLOBAL_MEAN}
 
     def prepare_round0(self, grid: Grid, arrays: ArrayRecord, timeout: float) -> ArrayRecord:
-        rec = self._current
-        assert rec is not None
         nodes = sorted(grid.get_node_ids())
         messages = [self._message(arrays, node, MessageType.TRAIN, 0, **{PHASE: PHASE_MEAN})
                     for node in nodes]
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
-        rec.failures += max(0, len(messages) - len(replies))
+        replies = grid.send_and_receive(messages, timeout=timeout)
         spec = {FEATURE_MEAN: TensorSpec((self.width,))}
-        accepted: list[tuple[int, Contribution]] = []
-        for msg in replies:
-            if msg.has_error():
-                rec.failures += 1
-                log.warning("round 0: feature-mean reply error: %s", msg.error.reason)
-                continue
-            rec.upload_bytes += reply_nbytes(msg.content)
-            try:
-                metrics = msg.content[keys.METRICS]
-                weight = float(metrics[keys.NUM_EXAMPLES])
-                if not weight > 0:
-                    raise ReplyError(f"num-examples {weight}")
-                accepted.append((int(metrics[keys.PARTITION_ID]), decode(msg.content, spec,
-                                                                          weight)))
-            except (KeyError, ReplyError, TypeError, ValueError) as exc:
-                rec.failures += 1
-                log.warning("round 0: rejected a feature-mean reply: %s", exc)
+        accepted = self.collect(0, replies, spec, expected=len(messages))
         if not accepted:
             raise RuntimeError("FedDBE: no client reported its feature mean in round 0")
-        accepted.sort(key=lambda t: t[0])
         zero = {FEATURE_MEAN: np.zeros(self.width, dtype=np.float32)}
-        mean = aggregate([c for _, c in accepted], zero)[FEATURE_MEAN]
+        mean = aggregate([c for _, c, _ in accepted], zero)[FEATURE_MEAN]
         log.info("FedDBE: global feature mean from %d clients (norm %.4f)", len(accepted),
                  float(np.linalg.norm(mean)))
         self._global = {**self._global, GLOBAL_MEAN: mean}

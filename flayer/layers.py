@@ -78,6 +78,15 @@ class LayerMap:
             for layer, rate in zip(self.layers, rates, strict=True)
         ]
 
+    def linear_head_problem(self) -> str | None:
+        """Why the head is not one Linear layer after a body (None when it is); methods that
+        split features from the classifier need that shape."""
+        shapes = [self.shapes[n] for n in self.head.params]
+        if sorted(len(s) for s in shapes) not in ([2], [1, 2]) or self.num_layers < 2:
+            return (f"the last layer {self.head.name!r} (tensor shapes {shapes}) is not one "
+                    "Linear head after a body")
+        return None
+
     def head_module(self, model: nn.Module) -> nn.Module:
         return getattr(model, self.head.name)
 
@@ -87,6 +96,15 @@ class LayerMap:
         if not isinstance(head, nn.Linear):
             raise TypeError(f"the head {self.head.name!r} must be nn.Linear, got {type(head)}")
         return head.in_features
+
+
+def require_linear_head(layers: LayerMap, model_name: str, method: str) -> None:
+    """ConfigError unless the model's head is one Linear layer after a body."""
+    from flayer.errors import ConfigError
+
+    problem = layers.linear_head_problem()
+    if problem is not None:
+        raise ConfigError("model.name", model_name, f"{method} cannot run: {problem}")
 
 
 @contextmanager

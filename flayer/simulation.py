@@ -14,6 +14,7 @@ from flayer.apps.client_app import make_client_app
 from flayer.apps.server_app import make_server_app
 from flayer.config import Config
 from flayer.results.recorder import RunRecorder
+from flayer.strategy import RoundCallback
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -37,30 +38,38 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     }
 
 
-def simulate(cfg: Config, run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Run the experiment; writes the run directory and returns the summary."""
+def run_apps(cfg: Config, on_round: RoundCallback) -> None:
+    """One Ray simulation of the run's apps; every finished round goes to on_round."""
     from flwr.simulation import run_simulation
 
-    recorder = RunRecorder(run_dir, info, cfg.num_rounds, progress=cfg.progress)
     saved_path, saved_pp = list(sys.path), os.environ.get("PYTHONPATH")
     flwr_logger = logging.getLogger("flwr")
     saved_level = flwr_logger.level
     flwr_logger.setLevel(logging.ERROR)  # its round-by-round INFO and deprecation notes
     try:
         run_simulation(
-            server_app=make_server_app(cfg, recorder),
+            server_app=make_server_app(cfg, on_round),
             client_app=make_client_app(cfg),
             num_supernodes=cfg.num_clients,
             backend_name="ray",
             backend_config=backend_config(cfg),
         )
     finally:
+        # Flower prepends sys.path to PYTHONPATH on every call; a multirun would grow it.
         flwr_logger.setLevel(saved_level)
         sys.path[:] = saved_path
         if saved_pp is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved_pp
+
+
+def simulate(cfg: Config, run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Run the experiment; writes the run directory and returns the summary."""
+    recorder = RunRecorder(run_dir, info, cfg.num_rounds, progress=cfg.progress)
+    try:
+        run_apps(cfg, recorder)
+    finally:
         summary = recorder.finish()
     if not summary["complete"]:
         raise RuntimeError(

@@ -164,35 +164,51 @@ class PflStrategy(Strategy):
             for p in self._sampled
         ]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def collect(self, server_round: int, replies: Iterable[Message], spec: UploadSpec,
+                expected: int) -> list[tuple[int, Contribution, MetricRecord]]:
+        """The replies that pass every check, in partition-id order. A missing reply, an error
+        or a reply that fails the declaration counts as a failure; every received reply's
+        arrays count in the round's upload bytes."""
         rec = self._current
         assert rec is not None
         replies = list(replies)
-        rec.failures += max(0, len(self._sampled) - len(replies))
-        previous = self._global
-        spec = self.upload_spec(previous)
-        accepted: list[tuple[int, Contribution, float]] = []
+        rec.failures += max(0, expected - len(replies))
+        accepted: list[tuple[int, Contribution, MetricRecord]] = []
         for msg in replies:
             if msg.has_error():
                 rec.failures += 1
-                log.warning("round %d: train reply error: %s", server_round, msg.error.reason)
+                log.warning("round %d: reply error: %s", server_round, msg.error.reason)
                 continue
             rec.upload_bytes += reply_nbytes(msg.content)
             try:
                 metrics = msg.content[keys.METRICS]
                 weight = float(metrics[keys.NUM_EXAMPLES])
-                loss = float(metrics[keys.TRAIN_LOSS])
-                if not weight > 0 or not np.isfinite(loss):
-                    raise ReplyError(f"num-examples {weight}, train loss {loss}")
+                if not weight > 0:
+                    raise ReplyError(f"num-examples {weight}")
                 contribution = decode(msg.content, spec, weight)
-                accepted.append((int(metrics[keys.PARTITION_ID]), contribution, loss))
-            except (KeyError, ReplyError, TypeError) as exc:
+                accepted.append((int(metrics[keys.PARTITION_ID]), contribution, metrics))
+            except (KeyError, ReplyError, TypeError, ValueError) as exc:
                 rec.failures += 1
-                log.warning("round %d: rejected a train reply: %s", server_round, exc)
+                log.warning("round %d: rejected a reply: %s", server_round, exc)
+        return sorted(accepted, key=lambda t: t[0])
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        rec = self._current
+        assert rec is not None
+        previous = self._global
+        accepted = []
+        for pid, contribution, metrics in self.collect(
+            server_round, replies, self.upload_spec(previous), len(self._sampled)
+        ):
+            loss = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
+            if np.isfinite(loss):
+                accepted.append((pid, contribution, loss))
+            else:
+                rec.failures += 1
+                log.warning("round %d: rejected a reply with train loss %s", server_round, loss)
         if not accepted:
             return None, None
-        accepted.sort(key=lambda t: t[0])
         contributions = [c for _, c, _ in accepted]
         new = self.aggregate_contributions(contributions, previous)
         self._global = new

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from flwr.app import Error, Message, MessageType, Metadata, RecordDict
+from torch import nn
 
 from flayer.compose import compose_dict
 from flayer.config import Config, to_config
 from flayer.data.federated import ClientData
 from flayer.data.fetch_fmnist import write_idx
 from flayer.data.fmnist import FILES, FashionMNIST, read_idx
+from flayer.layers import LayerMap
+from flayer.method import ClientEnv, ClientMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -74,3 +79,46 @@ def tiny_client_data(n_train: int = 40, n_test: int = 20, seed: int = 0) -> Clie
         y_val=torch.zeros((0,), dtype=torch.int64),
         source=FashionMNIST(),
     )
+
+
+def client_env(cfg: Config, model: nn.Module, data: ClientData | None = None,
+               instructions: dict | None = None) -> ClientEnv:
+    """A client's environment on the CPU, with tiny in-memory data unless given."""
+    return ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0,
+                     data=data if data is not None else tiny_client_data(),
+                     layers=LayerMap(model), device=torch.device("cpu"),
+                     instructions=instructions or {})
+
+
+def make_client(cls: type[ClientMethod], cfg: Config, model: nn.Module | None = None,
+                **env: object) -> ClientMethod:
+    """A method's client on tiny data; the run's CNN unless a model is given."""
+    from flayer.method import build_model
+
+    model = model if model is not None else build_model(cfg, (1, 28, 28), 10)
+    return cls(client_env(cfg, model, **env), model)
+
+
+class TinyBN(nn.Module):
+    """A small model with BatchNorm, to check that running statistics stay local."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(input_shape[0], 4, 3, stride=2), nn.BatchNorm2d(4),
+                                  nn.ReLU(), nn.Flatten())
+        flat = 4 * ((input_shape[1] - 3) // 2 + 1) * ((input_shape[2] - 3) // 2 + 1)
+        self.fc = nn.Linear(flat, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+def mock_reply(node: int, content: RecordDict | None = None, error: str | None = None,
+               message_type: str = MessageType.TRAIN) -> Message:
+    """A reply as the server receives it from node (or an error reply)."""
+    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+                    reply_to_message_id="x", group_id="1", created_at=time.time(), ttl=60.0,
+                    message_type=message_type)
+    if error is not None:
+        return Message(error=Error(code=1, reason=error), metadata=meta)
+    return Message(content=content, metadata=meta)

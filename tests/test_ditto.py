@@ -9,24 +9,11 @@ from baselines.ditto import W_BUFFER, DittoClient, DittoStrategy
 from baselines.fedavg import FedAvgClient
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap
-from flayer.method import ClientEnv, build_model, shared_params
+from flayer.method import build_model, shared_params
 from flayer.models import MODELS
 from flayer.training import train
-from tests.helpers import make_config, tiny_client_data
-
-
-class TinyBN(nn.Module):
-    """A small model with BatchNorm, to check that running statistics stay local."""
-
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(input_shape[0], 4, 3, stride=2), nn.BatchNorm2d(4),
-                                  nn.ReLU(), nn.Flatten())
-        flat = 4 * ((input_shape[1] - 3) // 2 + 1) * ((input_shape[2] - 3) // 2 + 1)
-        self.fc = nn.Linear(flat, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))
+from tests.helpers import TinyBN, make_config
+from tests.helpers import make_client as build_client
 
 
 @pytest.fixture
@@ -43,11 +30,7 @@ class ProximalOnly(DittoClient):
 
 
 def make_client(*overrides: str, cls: type = DittoClient):
-    cfg = make_config("strategy=ditto", "batch_size=8", *overrides)
-    model = build_model(cfg, (1, 28, 28), 10)
-    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0, data=tiny_client_data(),
-                    layers=LayerMap(model), device=torch.device("cpu"))
-    return cls(env, model)
+    return build_client(cls, make_config("strategy=ditto", "batch_size=8", *overrides))
 
 
 def perturbed(arrays: dict[str, np.ndarray], seed: int = 3) -> dict[str, np.ndarray]:

@@ -12,8 +12,8 @@ from torch import nn
 from baselines.fedcp import CPN_PREFIX, FedCPClient, FedCPConfig, FedCPStrategy, mmd
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap
-from flayer.method import ClientEnv, build_model, shared_params
-from tests.helpers import make_config, tiny_client_data
+from flayer.method import build_model, shared_params
+from tests.helpers import client_env, make_config, tiny_client_data
 
 
 class Tiny(nn.Module):
@@ -46,8 +46,7 @@ def setup(kind: str = "cnn", *overrides: str):
     glob = {k: v + rng.normal(0, 0.05, v.shape).astype(v.dtype)
             for k, v in strategy.initial_global(base_model(kind, cfg)).items()}
     data = tiny_client_data(n_train=16, n_test=10)
-    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0, data=data, layers=layers,
-                    device=torch.device("cpu"))
+    env = client_env(cfg, model, data)
     client = FedCPClient(env, model)
     client.receive(glob, version=0)
     return client, glob

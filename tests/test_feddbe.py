@@ -4,12 +4,10 @@ sample-weighted mean of the reports, counted in round 0 and kept through aggrega
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from torch import nn
 
 from baselines.feddbe import (
@@ -26,11 +24,11 @@ from flayer import keys
 from flayer.aggregation import Contribution
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap, features
-from flayer.method import ClientEnv, build_model, shared_params
+from flayer.method import build_model, shared_params
 from flayer.strategy import to_record
 from flayer.training import batches
 from flayer.upload import Upload, encode
-from tests.helpers import make_config, tiny_client_data
+from tests.helpers import client_env, make_config, mock_reply, tiny_client_data
 
 
 class Tiny(nn.Module):
@@ -53,10 +51,8 @@ def make_client(kind: str = "cnn", *overrides: str, phase: bool = False) -> FedD
     else:
         torch.manual_seed(0)
         model = Tiny()
-    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0,
-                    data=tiny_client_data(n_train=16, n_test=10), layers=LayerMap(model),
-                    device=torch.device("cpu"),
-                    instructions={PHASE: PHASE_MEAN} if phase else {})
+    env = client_env(cfg, model, tiny_client_data(n_train=16, n_test=10),
+                     {PHASE: PHASE_MEAN} if phase else {})
     return FedDBEClient(env, model)
 
 
@@ -133,13 +129,7 @@ def test_phase_reports_the_running_mean_and_leaves_the_model_alone():
 
 
 # ---- the server side with mocked replies ---------------------------------------------------
-def reply(node: int, content: RecordDict | None = None, error: str | None = None) -> Message:
-    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
-                    reply_to_message_id="x", group_id="1", created_at=time.time(), ttl=60.0,
-                    message_type=MessageType.TRAIN)
-    if error is not None:
-        return Message(error=Error(code=1, reason=error), metadata=meta)
-    return Message(content=content, metadata=meta)
+reply = mock_reply
 
 
 def mean_reply(pid: int, value: np.ndarray, n: int) -> Message:

@@ -11,8 +11,9 @@ from baselines.fedper import FedPerClient, FedPerStrategy, body_names
 from flayer import keys
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap
-from flayer.method import ClientEnv, build_model, shared_params
-from tests.helpers import make_config, tiny_client_data
+from flayer.method import build_model, shared_params
+from tests.helpers import make_client as build_client
+from tests.helpers import make_config
 from tests.localgrid import LocalGrid, run_local
 
 
@@ -39,10 +40,7 @@ def make_model(kind: str, cfg) -> nn.Module:
 
 def make_client(kind: str = "cnn", *overrides: str) -> FedPerClient:
     cfg = make_config("strategy=fedper", "batch_size=8", "lr=0.05", *overrides)
-    model = make_model(kind, cfg)
-    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0, data=tiny_client_data(),
-                    layers=LayerMap(model), device=torch.device("cpu"))
-    return FedPerClient(env, model)
+    return build_client(FedPerClient, cfg, make_model(kind, cfg))
 
 
 def split(client: FedPerClient) -> tuple[set[str], set[str]]:

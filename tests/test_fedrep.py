@@ -11,18 +11,16 @@ from baselines.fedrep import FedRepClient, FedRepStrategy
 from flayer import keys
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap
-from flayer.method import ClientEnv, build_model, shared_params
-from tests.helpers import make_config, tiny_client_data
+from flayer.method import build_model, shared_params
+from tests.helpers import make_client as build_client
+from tests.helpers import make_config
 from tests.localgrid import run_local
 from tests.test_fedper import make_model
 
 
 def make_client(kind: str = "cnn", *overrides: str) -> FedRepClient:
     cfg = make_config("strategy=fedrep", "batch_size=8", "lr=0.05", *overrides)
-    model = make_model(kind, cfg)
-    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0, data=tiny_client_data(),
-                    layers=LayerMap(model), device=torch.device("cpu"))
-    return FedRepClient(env, model)
+    return build_client(FedRepClient, cfg, make_model(kind, cfg))
 
 
 def split(client: FedRepClient) -> tuple[set[str], set[str]]:

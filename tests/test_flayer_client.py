@@ -2,22 +2,16 @@
 
 import numpy as np
 import pytest
-import torch
 
 from flayer.flayer import masking
 from flayer.flayer.method import FlayerClient
-from flayer.layers import LayerMap
-from flayer.method import ClientEnv, build_model, shared_params
-from tests.helpers import make_config, tiny_client_data
+from flayer.method import shared_params
+from tests.helpers import make_client as build_client
+from tests.helpers import make_config
 
 
 def make_client(*overrides: str) -> FlayerClient:
-    cfg = make_config("batch_size=8", *overrides)
-    data = tiny_client_data()
-    model = build_model(cfg, (1, 28, 28), 10)
-    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=0, data=data,
-                    layers=LayerMap(model), device=torch.device("cpu"))
-    return FlayerClient(env, model)
+    return build_client(FlayerClient, make_config("batch_size=8", *overrides))
 
 
 def perturbed_global(client: FlayerClient) -> dict[str, np.ndarray]:

@@ -1,16 +1,12 @@
 """The base strategy with mocked replies: reply checks, failures, order, bytes, sampling."""
 
-import time
 
 import numpy as np
 import pytest
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
-    Error,
     Message,
-    MessageType,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
@@ -21,16 +17,9 @@ from flayer.flayer.method import FlayerStrategy
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
 from flayer.upload import Upload, encode
-from tests.helpers import make_config
+from tests.helpers import make_config, mock_reply
 
-
-def reply(node: int, content: RecordDict | None = None, error: str | None = None) -> Message:
-    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
-                    reply_to_message_id="x", group_id="1", created_at=time.time(), ttl=60.0,
-                    message_type=MessageType.TRAIN)
-    if error is not None:
-        return Message(error=Error(code=1, reason=error), metadata=meta)
-    return Message(content=content, metadata=meta)
+reply = mock_reply
 
 
 def train_reply(pid: int, arrays: dict, n: int, masks: dict | None = None,
