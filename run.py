@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from flayer.config import register_schemas
-from flayer.errors import ConfigError
+from flayer.errors import ConfigError, DataError
 
 register_schemas()
 
@@ -21,7 +21,7 @@ def main(dcfg: DictConfig) -> None:
 
     try:
         run(dcfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

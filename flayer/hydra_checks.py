@@ -13,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from flayer.errors import ConfigError
+from flayer.errors import ConfigError, DataError
 from flayer.results.recorder import has_results
 
 
@@ -35,11 +35,11 @@ class CheckEveryJob(Callback):
         for job in expand_sweep(list(config.hydra.overrides.task)):
             try:
                 validate(to_config(compose(config_name="config", overrides=job)))
-            except ConfigError as exc:
+            except (ConfigError, DataError) as exc:
                 _fail(exc, job)
 
 
-def _fail(exc: ConfigError, job: list[str]) -> None:
+def _fail(exc: Exception, job: list[str]) -> None:
     where = f" (job with {' '.join(job)})" if job else ""
     print(f"error: {exc}{where}; no job was started", file=sys.stderr)
     sys.exit(2)

@@ -1,11 +1,11 @@
-"""Checks every setting before any heavy work starts; raises ConfigError naming the setting,
-its value and what is allowed."""
+"""Checks every setting before any simulation starts; raises ConfigError naming the setting,
+its value and what is allowed (DataError when the data cannot be split as asked)."""
 
 from __future__ import annotations
 
 from flayer.catalog import METHODS
 from flayer.config import Config
-from flayer.data.federated import min_partition_size, source_of
+from flayer.data.federated import client_splits, min_partition_size, source_of
 from flayer.data.partitioners import PARTITIONERS
 from flayer.errors import ConfigError, DataError
 from flayer.layers import LayerMap
@@ -47,6 +47,9 @@ def validate(cfg: Config) -> None:
     _check_partition(cfg, source.num_samples(path), source.name)
     model = build_model(cfg, source.input_shape, source.num_classes)
     METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
+    # The split itself (cached on disk): a partitioner that cannot satisfy the settings fails
+    # here with DataError, before any simulation starts, not inside a client actor.
+    client_splits(cfg)
 
 
 def _check_backend(cfg: Config) -> None:

@@ -52,6 +52,13 @@ def test_bad_setting_exits_2_before_any_simulation(base, tmp_path):
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+def test_a_split_that_cannot_be_made_exits_2(base):
+    out = run_py(*base, "num_clients=300", "partition.alpha=0.01",
+                 "partition.min_partition_size=2")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "could not give each of 300 clients" in out.stderr
+
+
 def test_missing_data_directory(base, tmp_path):
     out = run_py(*base, f"dataset.path={tmp_path / 'nowhere'}")
     assert out.returncode == 2
