@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+from omegaconf import OmegaConf
 
 RUN_COLUMNS = ["method", "dataset", "alpha", "seed", "best accuracy (round)", "final accuracy",
                "MB uploaded", "seconds"]
@@ -68,7 +68,7 @@ def load_run(path: Path) -> Run:
     summary = json.loads((path / "summary.json").read_text())
     settings: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml")) or {}
         settings = {k: v for k, v in _flatten(config).items()
                     if k.split(".", 1)[0] not in IGNORED}
     curve = []
