@@ -5,8 +5,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+  if ! "$PYTHON" -m venv .venv; then
+    # Debian and Ubuntu ship venv separately
+    if command -v apt-get >/dev/null 2>&1; then
+      rm -rf .venv
+      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv
+      "$PYTHON" -m venv .venv
+    else
+      echo "error: $PYTHON cannot create a virtual environment; install its venv module" >&2
+      exit 1
+    fi
+  fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch and torchvision first, pinned, so pip never pulls a newer build than the project uses
@@ -17,9 +29,7 @@ FMNIST=/usr/share/datasets/fashion-mnist
 CACHED=${HOME}/.cache/flayer/fashion-mnist
 if [ -f "$FMNIST/train-images-idx3-ubyte.gz" ] || [ -f "$CACHED/train-images-idx3-ubyte.gz" ]; then
   echo "Fashion-MNIST: found"
-elif command -v apt-get >/dev/null 2>&1 && apt-cache policy dataset-fashion-mnist >/dev/null 2>&1; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+elif command -v apt-get >/dev/null 2>&1; then
   echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"
   if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist; }; then
     echo "apt-get could not install dataset-fashion-mnist; trying the Hugging Face hub"
