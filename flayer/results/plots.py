@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> None:
@@ -34,6 +35,8 @@ def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     bx.set_xlabel("round")
     bx.set_ylabel("train loss")
     bx.grid(alpha=0.3)
+    for axis in (ax, bx):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

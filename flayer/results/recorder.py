@@ -107,7 +107,10 @@ class RunRecorder:
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         from flayer.results.plots import plot_run
 
-        plot_run(self.rows, self.run_dir / "accuracy.png", str(self.info.get("method", "")))
+        i = self.info
+        title = (f"{i.get('method')} · {i.get('dataset')} · {i.get('partition')}"
+                 f"({i.get('alpha')}) · {i.get('num_clients')} clients · seed {i.get('seed')}")
+        plot_run(self.rows, self.run_dir / "accuracy.png", title)
         return summary
 
 

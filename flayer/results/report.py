@@ -147,7 +147,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def plot_groups(groups: list[Group], out: Path) -> None:
     """Accuracy per round, one curve per group (mean over seeds), the seed spread shaded."""
-    from flayer.results.plots import plt
+    from flayer.results.plots import MaxNLocator, plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for g in groups:
@@ -165,6 +165,7 @@ def plot_groups(groups: list[Group], out: Path) -> None:
                             color=line.get_color(), alpha=0.2)
     ax.set_xlabel("round")
     ax.set_ylabel("personalized test accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
