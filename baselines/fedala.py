@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
+from flayer.errors import require as check_setting
 from flayer.layers import LayerMap
 from flayer.method import ClientMethod, load_params, register_method
 from flayer.strategy import PflStrategy
@@ -77,8 +77,7 @@ class FedAlaConfig(StrategyConfig):
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
         def require(ok: bool, key: str, value: object, allowed: str) -> None:
-            if not ok:
-                raise ConfigError(f"strategy.{key}", value, allowed)
+            check_setting(ok, f"strategy.{key}", value, allowed)
 
         require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
                 "must be a finite number > 0")

@@ -13,5 +13,11 @@ class ConfigError(ValueError):
         super().__init__(f"bad setting {setting}={value!r}: {allowed}")
 
 
+def require(ok: bool, setting: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError(setting, value, allowed) unless ok."""
+    if not ok:
+        raise ConfigError(setting, value, allowed)
+
+
 class DataError(RuntimeError):
     """The data cannot be had or cannot be split as asked."""

@@ -7,36 +7,31 @@ from flayer.catalog import METHODS
 from flayer.config import Config
 from flayer.data.federated import client_splits, min_partition_size, source_of
 from flayer.data.partitioners import PARTITIONERS
-from flayer.errors import ConfigError, DataError
+from flayer.errors import ConfigError, DataError, require
 from flayer.layers import LayerMap
 from flayer.method import build_model
 
 
-def _require(ok: bool, setting: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(setting, value, allowed)
-
-
 def validate(cfg: Config) -> None:
-    _require(cfg.num_rounds >= 0, "num_rounds", cfg.num_rounds, "must be >= 0")
-    _require(cfg.num_clients >= 1, "num_clients", cfg.num_clients, "must be >= 1")
-    _require(0 < cfg.join_ratio <= 1, "join_ratio", cfg.join_ratio, "must be in (0, 1]")
-    _require(cfg.eval_every >= 1, "eval_every", cfg.eval_every, "must be >= 1")
-    _require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
-    _require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
-    _require(cfg.local_epochs >= 1, "local_epochs", cfg.local_epochs, "must be >= 1")
-    _require(cfg.lr is None or cfg.lr > 0, "lr", cfg.lr, "must be > 0 (or null for the model's)")
+    require(cfg.num_rounds >= 0, "num_rounds", cfg.num_rounds, "must be >= 0")
+    require(cfg.num_clients >= 1, "num_clients", cfg.num_clients, "must be >= 1")
+    require(0 < cfg.join_ratio <= 1, "join_ratio", cfg.join_ratio, "must be in (0, 1]")
+    require(cfg.eval_every >= 1, "eval_every", cfg.eval_every, "must be >= 1")
+    require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
+    require(cfg.local_epochs >= 1, "local_epochs", cfg.local_epochs, "must be >= 1")
+    require(cfg.lr is None or cfg.lr > 0, "lr", cfg.lr, "must be > 0 (or null for the model's)")
     for key in ("lr", "c", "head_rate"):
         value = getattr(cfg.model, key)
-        _require(value > 0, f"model.{key}", value, "must be > 0")
-    _require(cfg.model.s is None or cfg.model.s > 0, "model.s", cfg.model.s,
+        require(value > 0, f"model.{key}", value, "must be > 0")
+    require(cfg.model.s is None or cfg.model.s > 0, "model.s", cfg.model.s,
              "must be > 0 (or null for layers - 1)")
-    _require(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device,
+    require(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device,
              "must be one of auto, cpu, cuda")
     if cfg.device == "cuda":
         import torch
 
-        _require(torch.cuda.is_available(), "device", cfg.device,
+        require(torch.cuda.is_available(), "device", cfg.device,
                  "CUDA is not available on this machine; use auto or cpu")
     _check_backend(cfg)
     source, path = source_of(cfg)
@@ -54,29 +49,29 @@ def validate(cfg: Config) -> None:
 
 def _check_backend(cfg: Config) -> None:
     b = cfg.backend
-    _require(b.client_cpus > 0, "backend.client_cpus", b.client_cpus, "must be > 0")
-    _require(b.client_gpus is None or b.client_gpus >= 0, "backend.client_gpus", b.client_gpus,
+    require(b.client_cpus > 0, "backend.client_cpus", b.client_cpus, "must be > 0")
+    require(b.client_gpus is None or b.client_gpus >= 0, "backend.client_gpus", b.client_gpus,
              "must be >= 0 (or null for automatic)")
-    _require(b.num_cpus is None or b.num_cpus >= b.client_cpus, "backend.num_cpus", b.num_cpus,
+    require(b.num_cpus is None or b.num_cpus >= b.client_cpus, "backend.num_cpus", b.num_cpus,
              f"must be >= backend.client_cpus ({b.client_cpus}) or null for all")
-    _require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
+    require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
 
 
 def _check_partition(cfg: Config, pool: int, dataset: str) -> None:
     p = cfg.partition
-    _require(p.name in PARTITIONERS, "partition.name", p.name,
+    require(p.name in PARTITIONERS, "partition.name", p.name,
              f"must be one of {', '.join(PARTITIONERS.names())}")
-    _require(p.alpha > 0, "partition.alpha", p.alpha, "must be > 0")
-    _require(0 < p.train_fraction < 1, "partition.train_fraction", p.train_fraction,
+    require(p.alpha > 0, "partition.alpha", p.alpha, "must be > 0")
+    require(0 < p.train_fraction < 1, "partition.train_fraction", p.train_fraction,
              "must be in (0, 1)")
-    _require(p.min_partition_size is None or p.min_partition_size >= 2,
+    require(p.min_partition_size is None or p.min_partition_size >= 2,
              "partition.min_partition_size", p.min_partition_size,
              "must be >= 2 (a client needs a train and a test sample) or null")
     most = pool // 2
-    _require(cfg.num_clients <= most, "num_clients", cfg.num_clients,
+    require(cfg.num_clients <= most, "num_clients", cfg.num_clients,
              f"{dataset} has {pool} samples: at most {most} clients "
              "(each needs a train and a test sample)")
     size = min_partition_size(cfg)
-    _require(max(size, 2) * cfg.num_clients <= pool, "partition.min_partition_size", size,
+    require(max(size, 2) * cfg.num_clients <= pool, "partition.min_partition_size", size,
              f"{cfg.num_clients} clients x {size} samples exceed the {pool} samples of "
              f"{dataset}")

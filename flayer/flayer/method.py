@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
+from flayer.errors import require as check_setting
 from flayer.flayer import masking
 from flayer.flayer.initialization import head_optimizer, mix_into, unfreeze
 from flayer.flayer.rates import adapt_rates, initial_rates
@@ -46,8 +46,7 @@ class FlayerConfig(StrategyConfig):
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
         def require(ok: bool, key: str, value: object, allowed: str) -> None:
-            if not ok:
-                raise ConfigError(f"strategy.{key}", value, allowed)
+            check_setting(ok, f"strategy.{key}", value, allowed)
 
         require(self.accuracy_source in ("test", "val"), "accuracy_source",
                 self.accuracy_source, "must be test or val")
