@@ -8,7 +8,7 @@ subclass). The ClientApp and ServerApp know only this contract.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,7 +152,6 @@ class Method:
     config: type[StrategyConfig]
     client: type[ClientMethod]
     strategy: type  # a PflStrategy subclass (flayer.strategy)
-    description: ClassVar[str] = ""
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -122,3 +122,16 @@ def mock_reply(node: int, content: RecordDict | None = None, error: str | None =
     if error is not None:
         return Message(error=Error(code=1, reason=error), metadata=meta)
     return Message(content=content, metadata=meta)
+
+
+class TinyOutHead(nn.Module):
+    """A body with BatchNorm and a Linear head named `out` (no CNN names anywhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16),
+                                  nn.ReLU())
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))

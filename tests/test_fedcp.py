@@ -12,20 +12,8 @@ from torch import nn
 from baselines.fedcp import CPN_PREFIX, FedCPClient, FedCPConfig, FedCPStrategy, mmd
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
+from tests.helpers import TinyOutHead as Tiny
 from tests.helpers import client_env, make_config, tiny_client_data
-
-
-class Tiny(nn.Module):
-    """A body with BatchNorm and a Linear head named `out` (no CNN names anywhere)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16),
-                                  nn.ReLU())
-        self.out = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(x))
 
 
 def base_model(kind: str, cfg) -> nn.Module:

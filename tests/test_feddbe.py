@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
-from torch import nn
 
 from baselines.feddbe import (
     FEATURE_MEAN,
@@ -27,20 +26,8 @@ from flayer.method import build_model, shared_params
 from flayer.strategy import to_record
 from flayer.training import batches
 from flayer.upload import Upload, encode
+from tests.helpers import TinyOutHead as Tiny
 from tests.helpers import client_env, make_config, mock_reply, tiny_client_data
-
-
-class Tiny(nn.Module):
-    """A body with BatchNorm and a Linear head named `out` (no CNN names anywhere)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16),
-                                  nn.ReLU())
-        self.out = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(x))
 
 
 def make_client(kind: str = "cnn", *overrides: str, phase: bool = False) -> FedDBEClient:
