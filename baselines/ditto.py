@@ -125,7 +125,7 @@ class DittoClient(ClientMethod):
     def global_copy(self, global_arrays: dict[str, np.ndarray]) -> nn.Module:
         """w: the received global parameters with this client's own BatchNorm statistics."""
         data = self.env.data
-        w = build_model(self.cfg, data.source.input_shape, data.num_classes).to(self.env.device)
+        w = build_model(self.cfg, data.source.spec).to(self.env.device)
         load_params(w, global_arrays)
         with torch.no_grad():
             for name, buf in w.named_buffers():

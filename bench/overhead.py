@@ -26,7 +26,7 @@ from flwr.app import RecordDict  # noqa: E402
 
 from flayer.aggregation import aggregate  # noqa: E402
 from flayer.catalog import METHODS  # noqa: E402
-from flayer.data.federated import client_splits, load_client, source_of  # noqa: E402
+from flayer.data.federated import client_splits, dataset, load_client  # noqa: E402
 from flayer.layers import LayerMap  # noqa: E402
 from flayer.method import ClientEnv, build_model  # noqa: E402
 from flayer.strategy import RoundRecord  # noqa: E402
@@ -98,8 +98,8 @@ def simulated_rounds(cfg) -> tuple[float, float, dict[int, float]]:
 # ---- the same work in a plain loop --------------------------------------------------------------
 def plain_rounds(cfg, rounds: int) -> dict[int, float]:
     method = METHODS.get(cfg.strategy.name)
-    source, _ = source_of(cfg)
-    model = build_model(cfg, source.input_shape, source.num_classes)
+    spec = dataset(cfg).spec
+    model = build_model(cfg, spec)
     layers = LayerMap(model)
     strategy = method.strategy(cfg, cfg.strategy, layers)
     glob = strategy.initial_global(model)
@@ -107,7 +107,7 @@ def plain_rounds(cfg, rounds: int) -> dict[int, float]:
     clients = []
     for k in range(cfg.num_clients):
         data = load_client(cfg, k, method.client.holdout_fraction(cfg.strategy))
-        m = build_model(cfg, source.input_shape, source.num_classes)
+        m = build_model(cfg, spec)
         env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=k, data=data,
                         layers=layers, device=device)
         clients.append(method.client(env, m))

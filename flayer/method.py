@@ -16,6 +16,7 @@ from torch import nn
 
 from flayer.config import Config, StrategyConfig
 from flayer.data.federated import ClientData
+from flayer.data.source import DataSpec
 from flayer.layers import LayerMap
 from flayer.models import MODELS
 from flayer.registry import Registry
@@ -26,11 +27,11 @@ from flayer.upload import Upload
 Meta = dict[str, Any]  # ConfigRecord-compatible scalars and lists
 
 
-def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_model(cfg: Config, spec: DataSpec) -> nn.Module:
     """The run's initial model; identical on the server and on every client."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "model-init"))
-        return MODELS.get(cfg.model.name)(input_shape, num_classes)
+        return MODELS.get(cfg.model.name)(spec)
 
 
 def shared_params(model: nn.Module) -> dict[str, np.ndarray]:

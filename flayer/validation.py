@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flayer.catalog import METHODS
 from flayer.config import Config
-from flayer.data.federated import client_splits, min_partition_size, source_of
+from flayer.data.federated import client_splits, dataset, min_partition_size, source_of
 from flayer.data.partitioners import PARTITIONERS
 from flayer.errors import ConfigError, DataError, require
 from flayer.layers import LayerMap
@@ -34,17 +34,22 @@ def validate(cfg: Config) -> None:
         require(torch.cuda.is_available(), "device", cfg.device,
                  "CUDA is not available on this machine; use auto or cpu")
     _check_backend(cfg)
-    source, path = source_of(cfg)
+    source = source_of(cfg)
     try:
-        source.check(path)
+        source.check()
     except DataError as exc:
-        raise ConfigError("dataset.path", path, str(exc)) from None
-    _check_partition(cfg, source.num_samples(path), source.name)
-    model = build_model(cfg, source.input_shape, source.num_classes)
-    METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
+        raise ConfigError("dataset.path", cfg.dataset.path, str(exc)) from None
+    if source.partitioned:
+        _check_partition(cfg, source.num_samples(), source.name)
+    else:
+        clients = len(source.fixed_splits())
+        require(cfg.num_clients == clients, "num_clients", cfg.num_clients,
+                f"must be {clients}: the {source.name} data at dataset.path has {clients} clients")
     # The split itself (cached on disk): a partitioner that cannot satisfy the settings fails
     # here with DataError, before any simulation starts, not inside a client actor.
     client_splits(cfg)
+    model = build_model(cfg, dataset(cfg).spec)
+    METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
 
 
 def _check_backend(cfg: Config) -> None:

@@ -11,16 +11,18 @@ from flwr.app import Error, Message, MessageType, Metadata, RecordDict
 from torch import nn
 
 from flayer.compose import compose_dict
-from flayer.config import Config, to_config
+from flayer.config import Config, DatasetConfig, to_config
 from flayer.data.federated import ClientData
 from flayer.data.fetch_fmnist import write_idx
 from flayer.data.fmnist import FILES, FashionMNIST, read_idx
+from flayer.data.source import DataSpec
 from flayer.layers import LayerMap
 from flayer.method import ClientEnv, ClientMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_SPEC = FashionMNIST.spec
 
 
 def make_config(*overrides: str) -> Config:
@@ -77,7 +79,7 @@ def tiny_client_data(n_train: int = 40, n_test: int = 20, seed: int = 0) -> Clie
         y_test=torch.randint(0, 10, (n_test,), generator=g),
         x_val=torch.zeros((0, 1, 28, 28), dtype=torch.uint8),
         y_val=torch.zeros((0,), dtype=torch.int64),
-        source=FashionMNIST(),
+        source=FashionMNIST(DatasetConfig(name="fmnist")),
     )
 
 
@@ -95,15 +97,16 @@ def make_client(cls: type[ClientMethod], cfg: Config, model: nn.Module | None = 
     """A method's client on tiny data; the run's CNN unless a model is given."""
     from flayer.method import build_model
 
-    model = model if model is not None else build_model(cfg, (1, 28, 28), 10)
+    model = model if model is not None else build_model(cfg, FMNIST_SPEC)
     return cls(client_env(cfg, model, **env), model)
 
 
 class TinyBN(nn.Module):
     """A small model with BatchNorm, to check that running statistics stay local."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(self, spec: DataSpec) -> None:
         super().__init__()
+        input_shape, num_classes = spec.input_shape, spec.num_classes
         self.body = nn.Sequential(nn.Conv2d(input_shape[0], 4, 3, stride=2), nn.BatchNorm2d(4),
                                   nn.ReLU(), nn.Flatten())
         flat = 4 * ((input_shape[1] - 3) // 2 + 1) * ((input_shape[2] - 3) // 2 + 1)

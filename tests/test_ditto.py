@@ -11,7 +11,7 @@ from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
 from flayer.models import MODELS
 from flayer.training import train
-from tests.helpers import TinyBN, make_config
+from tests.helpers import FMNIST_SPEC, TinyBN, make_config
 from tests.helpers import make_client as build_client
 
 
@@ -72,7 +72,7 @@ def test_lambda_zero_trains_v_freely():
     v = shared_params(client.model)
     assert not np.allclose(v["fc.weight"], g1["fc.weight"])
     # exactly plain SGD on the cross-entropy from v's start, with v's batch order
-    ref = build_model(client.cfg, (1, 28, 28), 10)
+    ref = build_model(client.cfg, FMNIST_SPEC)
     train(ref, torch.optim.SGD(ref.parameters(), lr=client.lr), client.env.data, epochs=1,
           batch_size=8, generator=client.generator("personal", 1), device=torch.device("cpu"))
     assert_params(client.model, shared_params(ref), rtol=0, atol=0)
@@ -153,7 +153,7 @@ def test_global_copy_keeps_its_own_batchnorm_statistics(tiny_bn):
 
 def test_strategy_takes_every_tensor_in_full():
     cfg = make_config("strategy=ditto")
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     strategy = DittoStrategy(cfg, cfg.strategy, LayerMap(model))
     glob = strategy.initial_global(model)
     assert set(strategy.upload_spec(glob)) == set(LayerMap(model).param_names)
@@ -163,4 +163,4 @@ def test_strategy_takes_every_tensor_in_full():
 def test_default_settings_pass_their_check():
     cfg = make_config("strategy=ditto")
     assert (cfg.strategy.lam, cfg.strategy.personal_epochs) == (0.1, 1)
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, (1, 28, 28), 10)))
+    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

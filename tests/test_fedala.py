@@ -10,7 +10,7 @@ from baselines.fedala import PASSES, STARTED, WEIGHT, FedAlaClient, FedAlaStrate
 from flayer.layers import LayerMap
 from flayer.method import build_model, load_params, shared_params
 from flayer.models import MODELS
-from tests.helpers import TinyBN, make_config
+from tests.helpers import FMNIST_SPEC, TinyBN, make_config
 from tests.helpers import make_client as build_client
 
 
@@ -89,7 +89,7 @@ def test_one_pass_follows_the_gradient_of_the_mixed_model():
     local = shared_params(client.model)
     client.receive(g1, version=1)
     assert client.meta[PASSES] == 1
-    ref = build_model(client.cfg, (1, 28, 28), 10)
+    ref = build_model(client.cfg, FMNIST_SPEC)
     top = ("fc.weight", "fc.bias")
     load_params(ref, {k: (local[k] + (g1[k] - local[k]) * 1.0 if k in top else g1[k])
                       for k in g1})
@@ -163,4 +163,4 @@ def test_default_settings_are_pfllibs_and_pass_their_check():
     st = cfg.strategy
     assert (st.eta_w, st.rand_percent, st.P, st.threshold, st.num_pre_loss) == (
         1.0, 80, 2, 0.1, 10)
-    st.check(cfg, LayerMap(build_model(cfg, (1, 28, 28), 10)))
+    st.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

@@ -12,13 +12,13 @@ from torch import nn
 from baselines.fedcp import CPN_PREFIX, FedCPClient, FedCPConfig, FedCPStrategy, mmd
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
+from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
-from tests.helpers import client_env, make_config, tiny_client_data
 
 
 def base_model(kind: str, cfg) -> nn.Module:
     if kind == "cnn":
-        return build_model(cfg, (1, 28, 28), 10)
+        return build_model(cfg, FMNIST_SPEC)
     torch.manual_seed(0)
     return Tiny()
 
@@ -152,7 +152,7 @@ def test_policy_is_a_per_sample_split_that_the_context_conditions():
 
 def test_strategy_holds_model_and_cpn_deterministically():
     cfg = make_config("strategy=fedcp", "seed=3")
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     a = FedCPStrategy(cfg, cfg.strategy, LayerMap(model)).initial_global(model)
     b = FedCPStrategy(cfg, cfg.strategy, LayerMap(model)).initial_global(model)
     width = LayerMap(model).feature_width(model)
@@ -167,7 +167,7 @@ def test_strategy_averages_the_uploaded_heads_sample_weighted():
     from flayer.aggregation import Contribution
 
     cfg = make_config("strategy=fedcp")
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     strategy = FedCPStrategy(cfg, cfg.strategy, LayerMap(model))
     glob = strategy.initial_global(model)
     spec = strategy.upload_spec(glob)

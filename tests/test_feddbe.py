@@ -26,14 +26,14 @@ from flayer.method import build_model, shared_params
 from flayer.strategy import to_record
 from flayer.training import batches
 from flayer.upload import Upload, encode
+from tests.helpers import FMNIST_SPEC, client_env, make_config, mock_reply, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
-from tests.helpers import client_env, make_config, mock_reply, tiny_client_data
 
 
 def make_client(kind: str = "cnn", *overrides: str, phase: bool = False) -> FedDBEClient:
     cfg = make_config("strategy=feddbe", "batch_size=8", "lr=0.05", *overrides)
     if kind == "cnn":
-        model = build_model(cfg, (1, 28, 28), 10)
+        model = build_model(cfg, FMNIST_SPEC)
     else:
         torch.manual_seed(0)
         model = Tiny()
@@ -150,7 +150,7 @@ def strategy(monkeypatch):
     for attr in ("_run_id", "_node_id", "_task_id"):  # set by the ServerApp at run time
         monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
     cfg = make_config("strategy=feddbe", "num_clients=4")
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     s = FedDBEStrategy(cfg, cfg.strategy, LayerMap(model))
     s.set_initial(model)
     s._begin(0)

@@ -11,8 +11,8 @@ from baselines.fedper import FedPerClient, FedPerStrategy, body_names
 from flayer import keys
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
+from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
-from tests.helpers import make_config
 from tests.localgrid import LocalGrid, run_local
 
 
@@ -34,7 +34,7 @@ def make_model(kind: str, cfg) -> nn.Module:
     if kind == "tiny":
         torch.manual_seed(0)
         return Tiny()
-    return build_model(cfg, (1, 28, 28), 10)
+    return build_model(cfg, FMNIST_SPEC)
 
 
 def make_client(kind: str = "cnn", *overrides: str) -> FedPerClient:
@@ -48,7 +48,7 @@ def split(client: FedPerClient) -> tuple[set[str], set[str]]:
 
 
 def test_body_is_the_layer_notions_body_and_personal_layers_widen_the_head():
-    layers = LayerMap(build_model(make_config("strategy=fedper"), (1, 28, 28), 10))
+    layers = LayerMap(build_model(make_config("strategy=fedper"), FMNIST_SPEC))
     assert body_names(layers) == layers.body_params
     assert body_names(layers, 2) == layers.layers[0].params + layers.layers[1].params
     with pytest.raises(ValueError):
@@ -58,7 +58,7 @@ def test_body_is_the_layer_notions_body_and_personal_layers_widen_the_head():
 @pytest.mark.parametrize("personal", [1, 2])
 def test_strategy_holds_sends_and_declares_only_the_body(personal):
     cfg = make_config("strategy=fedper", f"strategy.personal_layers={personal}")
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
     strategy = FedPerStrategy(cfg, cfg.strategy, layers)
     sent = strategy.set_initial(model)
@@ -140,7 +140,7 @@ def test_heads_stay_personal_across_rounds_through_the_apps(fake_fmnist, cache_d
                       "num_rounds=2", "partition.alpha=1.0", "lr=0.05", "progress=false",
                       "strategy=fedper")
     strategy, records, _ = run_local(cfg)
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
     body, head = set(layers.body_params), set(layers.head.params)
     initial = shared_params(model)
@@ -180,4 +180,4 @@ def test_heads_stay_personal_across_rounds_through_the_apps(fake_fmnist, cache_d
 def test_allowed_personal_layers_pass_the_check():
     for value in (1, 3):
         cfg = make_config("strategy=fedper", f"strategy.personal_layers={value}")
-        cfg.strategy.check(cfg, LayerMap(build_model(cfg, (1, 28, 28), 10)))
+        cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

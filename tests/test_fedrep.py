@@ -11,8 +11,8 @@ from baselines.fedrep import FedRepClient, FedRepStrategy
 from flayer import keys
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
+from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
-from tests.helpers import make_config
 from tests.localgrid import run_local
 from tests.test_fedper import make_model
 
@@ -102,7 +102,7 @@ def test_fit_uploads_exactly_the_trained_body(kind):
 
 def test_strategy_holds_and_declares_only_the_body():
     cfg = make_config("strategy=fedrep")
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
     strategy = FedRepStrategy(cfg, cfg.strategy, layers)
     strategy.set_initial(model)
@@ -115,7 +115,7 @@ def test_two_rounds_through_the_apps_upload_only_the_body(fake_fmnist, cache_dir
                       "num_rounds=2", "partition.alpha=1.0", "lr=0.05", "progress=false",
                       "strategy=fedrep")
     strategy, records, grid = run_local(cfg)
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
     body_bytes = sum(shared_params(model)[n].nbytes for n in layers.body_params)
     assert [r.upload_bytes for r in records] == [0, 3 * body_bytes, 3 * body_bytes]
@@ -128,4 +128,4 @@ def test_two_rounds_through_the_apps_upload_only_the_body(fake_fmnist, cache_dir
 def test_defaults_pass_the_check():
     cfg = make_config("strategy=fedrep")
     assert cfg.strategy.head_epochs == 1 and cfg.strategy.personal_layers == 1
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, (1, 28, 28), 10)))
+    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from flayer.config import DatasetConfig
 from flayer.data.fetch_fmnist import split_to_arrays, write_idx
 from flayer.data.fmnist import FashionMNIST, read_idx
 from flayer.errors import DataError
@@ -16,9 +17,9 @@ def test_idx_round_trip(tmp_path):
 @pytest.mark.parametrize("gz", [True, False])
 def test_pool_merges_train_and_test_gzipped_or_not(tmp_path, gz):
     folder = write_fake_fmnist(tmp_path / "d", n_train=30, n_test=10, gz=gz)
-    source = FashionMNIST()
-    assert source.num_samples(str(folder)) == 40
-    pool = source.load(str(folder))
+    source = FashionMNIST(DatasetConfig(name="fmnist", path=str(folder)))
+    assert source.num_samples() == 40
+    pool = source.load()
     assert pool.x.shape == (40, 1, 28, 28) and pool.x.dtype == np.uint8
     assert pool.y.dtype == np.int64 and set(pool.y) <= set(range(10))
 
@@ -27,7 +28,7 @@ def test_missing_files_name_what_is_missing_and_how_to_get_it(tmp_path):
     folder = write_fake_fmnist(tmp_path / "d", n_train=10, n_test=10)
     (folder / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*dataset-fashion-mnist"):
-        FashionMNIST().check(str(folder))
+        FashionMNIST(DatasetConfig(name="fmnist", path=str(folder))).check()
 
 
 def test_hub_rows_become_idx_arrays():

@@ -1,11 +1,13 @@
 import torch
 
+from flayer.data.source import DataSpec
 from flayer.layers import LayerMap, features
 from flayer.models import MODELS
+from tests.helpers import FMNIST_SPEC
 
 
 def test_cnn_layers_are_its_top_level_children():
-    model = MODELS.get("cnn")((1, 28, 28), 10)
+    model = MODELS.get("cnn")(FMNIST_SPEC)
     layers = LayerMap(model)
     assert [layer.name for layer in layers.layers] == ["conv1", "conv2", "fc1", "fc"]
     assert layers.num_layers == 4 and layers.num_tensors == 8
@@ -17,13 +19,13 @@ def test_cnn_layers_are_its_top_level_children():
 
 
 def test_cnn_flatten_size_follows_input_shape():
-    model = MODELS.get("cnn")((3, 32, 32), 100)
+    model = MODELS.get("cnn")(DataSpec((3, 32, 32), 100))
     assert model.fc1[0].in_features == 64 * 5 * 5
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
 
 
 def test_param_groups_one_per_layer_with_its_rate():
-    model = MODELS.get("cnn")((1, 28, 28), 10)
+    model = MODELS.get("cnn")(FMNIST_SPEC)
     layers = LayerMap(model)
     groups = layers.param_groups(model, [1.0, 2.0, 3.0, 4.0])
     assert [g["lr"] for g in groups] == [1.0, 2.0, 3.0, 4.0]
@@ -31,7 +33,7 @@ def test_param_groups_one_per_layer_with_its_rate():
 
 
 def test_features_are_the_head_input():
-    model = MODELS.get("cnn")((1, 28, 28), 10)
+    model = MODELS.get("cnn")(FMNIST_SPEC)
     layers = LayerMap(model)
     x = torch.randn(3, 1, 28, 28)
     h = features(model, layers, x)

@@ -8,7 +8,7 @@ from flayer.catalog import METHODS
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap
 from flayer.method import build_model
-from tests.helpers import make_config
+from tests.helpers import FMNIST_SPEC, make_config
 
 BAD = {
     "flayer": ["strategy.accuracy_source=train", "strategy.val_fraction=0", "strategy.P=0",
@@ -29,7 +29,7 @@ CASES = [(method, override) for method, overrides in BAD.items() for override in
 
 
 def check(cfg, model=None):
-    model = model if model is not None else build_model(cfg, (1, 28, 28), 10)
+    model = model if model is not None else build_model(cfg, FMNIST_SPEC)
     cfg.strategy.check(cfg, LayerMap(model))
 
 

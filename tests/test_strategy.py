@@ -17,7 +17,7 @@ from flayer.flayer.method import FlayerStrategy
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
 from flayer.upload import Upload, encode
-from tests.helpers import make_config, mock_reply
+from tests.helpers import FMNIST_SPEC, make_config, mock_reply
 
 reply = mock_reply
 
@@ -34,7 +34,7 @@ def train_reply(pid: int, arrays: dict, n: int, masks: dict | None = None,
 
 def strategy_for(name: str, *overrides: str):
     cfg = make_config(f"strategy={name}", "num_clients=3", *overrides)
-    model = build_model(cfg, (1, 28, 28), 10)
+    model = build_model(cfg, FMNIST_SPEC)
     cls = {"fedavg": FedAvgStrategy, "flayer": FlayerStrategy}[name]
     records = []
     strategy = cls(cfg, cfg.strategy, LayerMap(model), records.append)

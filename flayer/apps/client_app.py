@@ -29,7 +29,7 @@ def _method_for(cfg: Config, context: Context, msg: Message) -> ClientMethod:
     set_threads(int(cfg.backend.client_cpus))
     method = METHODS.get(cfg.strategy.name)
     data = load_client(cfg, partition_id, method.client.holdout_fraction(cfg.strategy))
-    model = build_model(cfg, data.source.input_shape, data.num_classes)
+    model = build_model(cfg, data.source.spec)
     env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=partition_id, data=data,
                     layers=LayerMap(model), device=pick_device(cfg),
                     instructions=dict(msg.content[keys.CONFIG]))

@@ -17,7 +17,7 @@ from flayer import keys
 from flayer.catalog import METHODS
 from flayer.compose import compose_dict, config_from_overrides
 from flayer.config import Config
-from flayer.data.federated import source_of
+from flayer.data.federated import dataset
 from flayer.experiment import prepare, run_info
 from flayer.layers import LayerMap
 from flayer.method import build_model
@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 
 def build_strategy(cfg: Config, on_round: RoundCallback | None = None
                    ) -> tuple[PflStrategy, nn.Module]:
-    source, _ = source_of(cfg)
-    model = build_model(cfg, source.input_shape, source.num_classes)
+    model = build_model(cfg, dataset(cfg).spec)
     method = METHODS.get(cfg.strategy.name)
     return method.strategy(cfg, cfg.strategy, LayerMap(model), on_round), model
 

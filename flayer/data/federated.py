@@ -19,16 +19,15 @@ from flayer.data.split import ClientSplit, holdout, train_test_split
 from flayer.seeding import rng_for
 
 
-def source_of(cfg: Config) -> tuple[DataSource, str]:
-    source = DATASETS.get(cfg.dataset.name)
-    return source, os.path.expanduser(cfg.dataset.path or source.default_path)
+def source_of(cfg: Config) -> DataSource:
+    """The run's data source, bound to its dataset settings (not yet fitted)."""
+    return DATASETS.get(cfg.dataset.name)(cfg.dataset)
 
 
 def min_partition_size(cfg: Config) -> int:
     if cfg.partition.min_partition_size is not None:
         return cfg.partition.min_partition_size
-    source, path = source_of(cfg)
-    return default_min_size(source.num_samples(path), cfg.num_clients)
+    return default_min_size(source_of(cfg).num_samples(), cfg.num_clients)
 
 
 def _cache_root(cfg: Config) -> Path:
@@ -37,11 +36,11 @@ def _cache_root(cfg: Config) -> Path:
 
 def pool_files(cfg: Config) -> tuple[Path, Path]:
     """Decoded pool as two .npy files (memory-mapped by every process that reads them)."""
-    source, path = source_of(cfg)
-    folder = _cache_root(cfg) / "pools" / f"{source.name}-{source.fingerprint(path)}"
+    source = source_of(cfg)
+    folder = _cache_root(cfg) / "pools" / f"{source.name}-{source.fingerprint()}"
     x_file, y_file = folder / "x.npy", folder / "y.npy"
     if not (x_file.exists() and y_file.exists()):
-        pool = source.load(path)
+        pool = source.load()
         save_array_atomic(x_file, pool.x)
         save_array_atomic(y_file, pool.y)
     return x_file, y_file
@@ -53,18 +52,14 @@ def _memmap(file: str) -> np.ndarray:
 
 
 def splits_file(cfg: Config) -> Path:
-    source, path = source_of(cfg)
-    key = cache_key(
-        {
-            "dataset": source.name,
-            "data": source.fingerprint(path),
-            "partition": vars(cfg.partition),
-            "min_size": min_partition_size(cfg),
-            "num_clients": cfg.num_clients,
-            "seed": cfg.seed,
-        }
-    )
-    return _cache_root(cfg) / "splits" / f"{source.name}-{cfg.partition.name}-{key}.npz"
+    source = source_of(cfg)
+    settings: dict = {"dataset": source.name, "data": source.fingerprint(),
+                      "num_clients": cfg.num_clients, "seed": cfg.seed}
+    name = "given"
+    if source.partitioned:
+        settings.update(partition=vars(cfg.partition), min_size=min_partition_size(cfg))
+        name = cfg.partition.name
+    return _cache_root(cfg) / "splits" / f"{source.name}-{name}-{cache_key(settings)}.npz"
 
 
 def client_splits(cfg: Config) -> list[ClientSplit]:
@@ -74,17 +69,24 @@ def client_splits(cfg: Config) -> list[ClientSplit]:
 
 
 def _make_splits(file: Path, cfg: Config) -> list[ClientSplit]:
-    _, y_file = pool_files(cfg)
-    labels = np.asarray(_memmap(str(y_file)))
-    parts = PARTITIONERS.get(cfg.partition.name)(
-        labels, cfg.num_clients, cfg.partition, min_partition_size(cfg), cfg.seed
-    )
+    source = source_of(cfg)
+    if not source.partitioned:
+        splits = source.fixed_splits()
+    else:
+        _, y_file = pool_files(cfg)
+        labels = np.asarray(_memmap(str(y_file)))
+        parts = PARTITIONERS.get(cfg.partition.name)(
+            labels, cfg.num_clients, cfg.partition, min_partition_size(cfg), cfg.seed
+        )
+        splits = [
+            train_test_split(idx, cfg.partition.train_fraction, rng_for(cfg.seed, "split", k))
+            for k, idx in enumerate(parts)
+        ]
     arrays: dict[str, np.ndarray] = {}
-    for k, idx in enumerate(parts):
-        split = train_test_split(idx, cfg.partition.train_fraction, rng_for(cfg.seed, "split", k))
+    for k, split in enumerate(splits):
         arrays[f"train_{k}"], arrays[f"test_{k}"] = split.train, split.test
     save_arrays_atomic(file, arrays)
-    return _read_splits(str(file), cfg.num_clients)
+    return _read_splits(str(file), len(splits))
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,6 +96,24 @@ def _read_splits(file: str, num_clients: int) -> list[ClientSplit]:
             ClientSplit(train=data[f"train_{k}"], test=data[f"test_{k}"])
             for k in range(num_clients)
         ]
+
+
+_FITTED: dict[str, DataSource] = {}
+
+
+def dataset(cfg: Config) -> DataSource:
+    """The run's source after the split, fitted to the training samples of all clients (its
+    `spec` is then final); one per process and setting."""
+    file = splits_file(cfg)
+    key = str(file)
+    if key not in _FITTED:
+        source = source_of(cfg)
+        splits = client_splits(cfg)
+        x_file, _ = pool_files(cfg)
+        train = np.sort(np.concatenate([s.train for s in splits]))
+        source.fit(_memmap(str(x_file)), train, file.with_suffix(""))
+        _FITTED[key] = source
+    return _FITTED[key]
 
 
 @dataclass
@@ -114,7 +134,7 @@ class ClientData:
 
     @property
     def num_classes(self) -> int:
-        return self.source.num_classes
+        return self.source.spec.num_classes
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.source.to_input(x)
@@ -131,7 +151,7 @@ def load_client(cfg: Config, partition_id: int, val_fraction: float = 0.0) -> Cl
     """A client's tensors, loaded once per process and kept for later rounds."""
     key = (str(splits_file(cfg)), partition_id, val_fraction)
     if key not in _CLIENTS:
-        source, _ = source_of(cfg)
+        source = dataset(cfg)
         x_file, y_file = pool_files(cfg)
         x, y = _memmap(str(x_file)), _memmap(str(y_file))
         split = client_splits(cfg)[partition_id]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flayer.data.source import DATASETS, Pool, scale_images
+from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
 from flayer.errors import DataError
 
 FILES = {
@@ -59,22 +59,23 @@ def read_idx(file: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-class FashionMNIST:
+class FashionMNIST(DataSource):
     name = "fmnist"
-    num_classes = 10
-    input_shape = (1, 28, 28)
+    spec = DataSpec(input_shape=(1, 28, 28), num_classes=10)
     # Debian's dataset-fashion-mnist package, then where `fetch_fmnist` writes by default
     locations = ("/usr/share/datasets/fashion-mnist", "~/.cache/flayer/fashion-mnist")
 
     @property
-    def default_path(self) -> str:
+    def path(self) -> str:
+        if self.cfg.path:
+            return os.path.expanduser(self.cfg.path)
         for place in self.locations:
             if Path(os.path.expanduser(place)).is_dir():
                 return place
         return self.locations[0]
 
-    def _files(self, path: str) -> dict[str, Path]:
-        root = Path(os.path.expanduser(path))
+    def _files(self) -> dict[str, Path]:
+        root = Path(os.path.expanduser(self.path))
         if not root.is_dir():
             raise DataError(f"Fashion-MNIST folder {root} does not exist; {INSTALL_HINT}")
         found = {key: _find(root, stem) for key, stem in FILES.items()}
@@ -86,29 +87,29 @@ class FashionMNIST:
             )
         return {k: v for k, v in found.items() if v is not None}
 
-    def check(self, path: str) -> None:
-        self._files(path)
+    def check(self) -> None:
+        self._files()
 
-    def num_samples(self, path: str) -> int:
+    def num_samples(self) -> int:
         """Pool size from the label files' headers (no need to read the images)."""
-        files = self._files(path)
+        files = self._files()
         return sum(_idx_dims(files[k])[0] for k in ("train_y", "test_y"))
 
-    def fingerprint(self, path: str) -> str:
-        files = self._files(path)
+    def fingerprint(self) -> str:
+        files = self._files()
         text = "|".join(f"{f.name}:{f.stat().st_size}" for _, f in sorted(files.items()))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def load(self, path: str) -> Pool:
-        files = self._files(path)
+    def load(self) -> Pool:
+        files = self._files()
         x = np.concatenate([read_idx(files["train_x"]), read_idx(files["test_x"])])
         y = np.concatenate([read_idx(files["train_y"]), read_idx(files["test_y"])])
         if len(x) != len(y):
-            raise DataError(f"{len(x)} images but {len(y)} labels in {path}")
+            raise DataError(f"{len(x)} images but {len(y)} labels in {self.path}")
         return Pool(x=x[:, None, :, :], y=y.astype(np.int64))
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         return scale_images(x)
 
 
-DATASETS.register("fmnist")(FashionMNIST())
+DATASETS.register("fmnist")(FashionMNIST)

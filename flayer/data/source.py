@@ -1,13 +1,22 @@
-"""What a dataset source provides, and the registry of sources."""
+"""What a dataset source provides, and the registry of sources.
+
+A source is bound to one `dataset` config (its path and options). The federated layer asks it
+for the pool of samples, partitions the labels (or takes the source's own clients, for sources
+that come already split), then lets the source `fit` to the training samples (AG News builds
+its vocabulary there) before any model is built from its `spec`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from flayer.config import DatasetConfig
+from flayer.data.split import ClientSplit
 from flayer.registry import Registry
 
 
@@ -15,33 +24,66 @@ from flayer.registry import Registry
 class Pool:
     """All samples of a dataset merged into one pool (PFLlib merges train and test)."""
 
-    x: np.ndarray  # stored compactly (uint8 images as N x C x H x W)
+    x: np.ndarray  # stored compactly (uint8 images as N x C x H x W, token ids as N x T)
     y: np.ndarray  # int64 labels
 
 
-class DataSource(Protocol):
-    name: str
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about its inputs and outputs."""
+
+    input_shape: tuple[int, ...]  # one sample as the model receives it
     num_classes: int
-    input_shape: tuple[int, ...]
-    default_path: str
+    vocab_size: int | None = None  # token inputs: ids lie in [0, vocab_size)
 
-    def check(self, path: str) -> None:
+
+class DataSource:
+    """Base of every source; subclasses implement the abstract methods and may override the
+    hooks (`fixed_splits`, `fit`)."""
+
+    name: str
+    partitioned = True  # False: the source brings its own clients (`fixed_splits`)
+
+    def __init__(self, cfg: DatasetConfig) -> None:
+        self.cfg = cfg
+
+    def check(self) -> None:
         """Raise DataError naming what is missing and how to get it; cheap."""
+        raise NotImplementedError
 
-    def num_samples(self, path: str) -> int:
-        """Size of the pool, known without loading it."""
+    def num_samples(self) -> int:
+        """Size of the pool, known without decoding it."""
+        raise NotImplementedError
 
-    def fingerprint(self, path: str) -> str:
-        """Identity of the data at path for cache keys (names and sizes of its files)."""
+    def fingerprint(self) -> str:
+        """Identity of the data for cache keys (e.g. names and sizes of its files)."""
+        raise NotImplementedError
 
-    def load(self, path: str) -> Pool:
-        """Read the whole pool."""
+    def load(self) -> Pool:
+        """Read and decode the whole pool."""
+        raise NotImplementedError
+
+    @property
+    def spec(self) -> DataSpec:
+        """Input shape, classes (and vocabulary size); valid after `fit`."""
+        raise NotImplementedError
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Compact stored samples -> model input (normalized float tensor)."""
+        """Compact stored samples -> model input."""
+        raise NotImplementedError
+
+    def fixed_splits(self) -> list[ClientSplit]:
+        """The clients as the data defines them (indices into the pool); only where
+        `partitioned` is False."""
+        raise NotImplementedError
+
+    def fit(self, x: np.ndarray, train: np.ndarray, folder: Path) -> None:
+        """Learn what inputs need from the pool's training samples `train` (indices into x);
+        `folder` is this split's cache folder. Nothing to learn for images."""
 
 
-DATASETS: Registry[DataSource] = Registry("dataset")
+SourceFactory = Callable[[DatasetConfig], DataSource]
+DATASETS: Registry[SourceFactory] = Registry("dataset")
 
 
 def scale_images(x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from flayer.data.source import DataSpec
 from flayer.models import MODELS
 
 
@@ -27,5 +28,7 @@ class CNN(nn.Module):
 
 
 @MODELS.register("cnn")
-def build_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return CNN(input_shape, num_classes)
+def build_cnn(spec: DataSpec) -> nn.Module:
+    if len(spec.input_shape) != 3:
+        raise ValueError(f"the CNN takes images (C, H, W); this dataset gives {spec.input_shape}")
+    return CNN(spec.input_shape, spec.num_classes)
