@@ -7,9 +7,35 @@ from collections.abc import Callable
 from torch import nn
 
 from flayer.data.source import DataSpec
+from flayer.errors import ConfigError
 from flayer.registry import Registry
 
 ModelBuilder = Callable[[DataSpec], nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
 
-from flayer.models import cnn  # noqa: E402,F401  (registers itself)
+
+def require_images(spec: DataSpec, model: str) -> None:
+    """ConfigError (a ValueError, reported cleanly by run.py) unless the dataset gives images,
+    so a token dataset paired with an image model fails before any training."""
+    if spec.vocab_size is not None or len(spec.input_shape) != 3:
+        given = (f"token ids of shape {spec.input_shape}" if spec.vocab_size is not None
+                 else f"inputs of shape {spec.input_shape}")
+        raise ConfigError("model.name", model,
+                          f"{model} takes images (C, H, W); this dataset gives {given} "
+                          "(use model=fasttext for text)")
+
+
+def require_tokens(spec: DataSpec, model: str) -> None:
+    """ConfigError unless the dataset gives token ids with a known vocabulary size."""
+    if spec.vocab_size is None:
+        raise ConfigError("model.name", model,
+                          f"{model} takes token ids and needs the dataset's vocabulary size; "
+                          f"this dataset gives inputs of shape {spec.input_shape} and no "
+                          "vocabulary (use an image model such as cnn or resnet18)")
+    if spec.vocab_size < 2:
+        raise ConfigError("model.name", model,
+                          f"{model} needs a vocabulary beyond the padding id 0, got "
+                          f"vocab_size={spec.vocab_size}")
+
+
+from flayer.models import cnn, fasttext, resnet  # noqa: E402,F401  (each registers itself)

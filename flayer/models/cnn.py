@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from flayer.data.source import DataSpec
-from flayer.models import MODELS
+from flayer.models import MODELS, require_images
 
 
 class CNN(nn.Module):
@@ -29,6 +29,5 @@ class CNN(nn.Module):
 
 @MODELS.register("cnn")
 def build_cnn(spec: DataSpec) -> nn.Module:
-    if len(spec.input_shape) != 3:
-        raise ValueError(f"the CNN takes images (C, H, W); this dataset gives {spec.input_shape}")
+    require_images(spec, "cnn")
     return CNN(spec.input_shape, spec.num_classes)
