@@ -31,7 +31,9 @@ Where the reference starts with a random context until a client's first training
 the context is derived from the personal head from the start (the paper's definition).
 
 Settings (conf/strategy/fedcp.yaml):
-  lam  lambda, weight of the MMD term; default 5 (the authors' run script, `-lam 5`)
+  lam  lambda, weight of the MMD term; default 1. The authors' run script uses 5 (`-lam 5`);
+       on the default setup (Fashion-MNIST Dir(0.1), 20 rounds) 5 reaches 94.6% and 1 learns
+       faster from the first round on (README, "Results")
   tau  Gumbel-softmax temperature; default 1 (the reference code's value)
 The CPN's width is the feature width (fixed, as in the paper).
 """
@@ -63,7 +65,7 @@ MMD_BANDWIDTHS = (10.0, 15.0, 20.0, 50.0)  # the reference's Gaussian kernel ban
 @dataclass
 class FedCPConfig(StrategyConfig):
     name: str = "fedcp"
-    lam: float = 5.0
+    lam: float = 1.0
     tau: float = 1.0
 
     def check(self, cfg: Config, layers: LayerMap) -> None:

@@ -181,4 +181,4 @@ def test_strategy_averages_the_uploaded_heads_sample_weighted():
 
 def test_defaults():
     st = FedCPConfig()
-    assert (st.lam, st.tau) == (5.0, 1.0)
+    assert (st.lam, st.tau) == (1.0, 1.0)
