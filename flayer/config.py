@@ -26,6 +26,12 @@ class DatasetConfig:
     name: str = MISSING
     # Where the data lives (a folder); null = the dataset's default location.
     path: str | None = None
+    # Text sets: tokens per sample; longer texts are cut, shorter ones padded with 0.
+    max_len: int = 200
+    # Text sets: vocabulary file (one token per line, line k = id k; lines 0 and 1 are <pad>
+    # and <unk>); null = build it from the clients' training texts. Give every client the same
+    # file where clients hold their own data.
+    vocab: str | None = None
 
 
 @dataclass
@@ -49,6 +55,12 @@ class PartitionConfig:
     # Smallest client; null = int(min(40, pool / (2 * num_clients))).
     min_partition_size: int | None = None
     train_fraction: float = 0.75  # per-client train share; the rest is the client's test data
+    # Pathological: the number of classes each client holds, and how they are picked:
+    # "first-deterministic" (with C classes: client k gets class k mod C plus random others, as
+    # in Li et al., "Federated Learning on Non-IID Data Silos"), "deterministic" (classes k,
+    # k+1, ... mod C) or "random" (any classes, drawn with the run seed).
+    classes_per_client: int = 2
+    class_assignment: str = "first-deterministic"
 
 
 @dataclass
@@ -58,6 +70,12 @@ class BackendConfig:
     client_gpus: float | None = None  # GPU share per client actor; null = 0.25 with CUDA, else 0
     num_cpus: int | None = None  # CPUs Ray may use; null = all
     round_timeout: float = 3600.0  # seconds to wait for the replies of one message round
+    # Deployment: the run starts once num_clients nodes are connected, or after node_wait
+    # seconds with at least min_nodes (null = num_clients); a lost node is waited for up to
+    # node_wait seconds once. While pause_file exists the server holds before the next round.
+    min_nodes: int | None = None
+    node_wait: float = 300.0
+    pause_file: str | None = None
 
 
 @dataclass

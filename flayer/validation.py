@@ -7,6 +7,8 @@ from flayer.catalog import METHODS
 from flayer.config import Config
 from flayer.data.federated import client_splits, dataset, min_partition_size, source_of
 from flayer.data.partitioners import PARTITIONERS
+from flayer.data.partitioners.pathological import ASSIGNMENTS
+from flayer.data.source import DataSource
 from flayer.errors import ConfigError, DataError, require
 from flayer.layers import LayerMap
 from flayer.method import build_model
@@ -40,9 +42,9 @@ def validate(cfg: Config) -> None:
     except DataError as exc:
         raise ConfigError("dataset.path", cfg.dataset.path, str(exc)) from None
     if source.partitioned:
-        _check_partition(cfg, source.num_samples(), source.name)
+        _check_partition(cfg, source.num_samples(), source.name, _known_classes(source))
     else:
-        clients = len(source.fixed_splits())
+        clients = source.num_clients()
         require(cfg.num_clients == clients, "num_clients", cfg.num_clients,
                 f"must be {clients}: the {source.name} data at dataset.path has {clients} clients")
     # The split itself (cached on disk): a partitioner that cannot satisfy the settings fails
@@ -62,11 +64,29 @@ def _check_backend(cfg: Config) -> None:
     require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
 
 
-def _check_partition(cfg: Config, pool: int, dataset: str) -> None:
+def _known_classes(source: DataSource) -> int | None:
+    """The number of classes where the source knows it before `fit` (else None: the
+    partitioner then checks against the labels themselves)."""
+    try:
+        return source.spec.num_classes
+    except (NotImplementedError, AttributeError, RuntimeError):
+        return None
+
+
+def _check_partition(cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
     p = cfg.partition
     require(p.name in PARTITIONERS, "partition.name", p.name,
              f"must be one of {', '.join(PARTITIONERS.names())}")
-    require(p.alpha > 0, "partition.alpha", p.alpha, "must be > 0")
+    if p.name == "dirichlet":
+        require(p.alpha > 0, "partition.alpha", p.alpha, "must be > 0")
+    if p.name == "pathological":
+        k = p.classes_per_client
+        allowed = (f"must be from 1 to {classes} ({dataset} has {classes} classes)" if classes
+                   else f"must be from 1 to the number of classes of {dataset}")
+        require(k >= 1 and (classes is None or k <= classes), "partition.classes_per_client", k,
+                allowed)
+        require(p.class_assignment in ASSIGNMENTS, "partition.class_assignment",
+                 p.class_assignment, f"must be one of {', '.join(ASSIGNMENTS)}")
     require(0 < p.train_fraction < 1, "partition.train_fraction", p.train_fraction,
              "must be in (0, 1)")
     require(p.min_partition_size is None or p.min_partition_size >= 2,

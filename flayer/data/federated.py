@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import flayer.data.fmnist  # noqa: F401  (registers the built-in sources)
+import flayer.data.agnews  # noqa: F401  (registers the built-in sources)
+import flayer.data.fmnist  # noqa: F401
+import flayer.data.images  # noqa: F401
+import flayer.data.pfllib  # noqa: F401
 from flayer.config import Config
 from flayer.data.cache import cache_key, save_array_atomic, save_arrays_atomic
 from flayer.data.partitioners import PARTITIONERS, default_min_size

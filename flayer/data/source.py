@@ -77,6 +77,11 @@ class DataSource:
         `partitioned` is False."""
         raise NotImplementedError
 
+    def num_clients(self) -> int:
+        """How many clients `fixed_splits` gives; sources override it where counting is
+        cheaper than reading the data."""
+        return len(self.fixed_splits())
+
     def fit(self, x: np.ndarray, train: np.ndarray, folder: Path) -> None:
         """Learn what inputs need from the pool's training samples `train` (indices into x);
         `folder` is this split's cache folder. Nothing to learn for images."""

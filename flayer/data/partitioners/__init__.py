@@ -19,4 +19,8 @@ def default_min_size(pool_size: int, num_clients: int) -> int:
     return int(min(40, pool_size / (2 * num_clients)))
 
 
-from flayer.data.partitioners import dirichlet  # noqa: E402,F401  (registers itself)
+from flayer.data.partitioners import (  # noqa: E402,F401  (each registers itself)
+    dirichlet,
+    iid,
+    pathological,
+)

@@ -1,0 +1,38 @@
+"""IID: every client gets an equal random share of the pool (flwr-datasets' IidPartitioner).
+
+IidPartitioner cuts the dataset into contiguous shards in the order it is given and draws no
+random numbers, so the indices are shuffled first with a generator from the run seed: the
+same seed gives the same clients, another seed other clients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import Dataset
+from flwr_datasets.partitioner import IidPartitioner
+
+from flayer.config import PartitionConfig
+from flayer.data.partitioners import PARTITIONERS
+from flayer.errors import DataError
+from flayer.seeding import rng_for
+
+
+@PARTITIONERS.register("iid")
+def iid(
+    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, min_size: int, seed: int
+) -> list[np.ndarray]:
+    """Shards of sizes that differ by at most one (the first n mod num_clients get one more)."""
+    smallest = len(labels) // num_clients
+    if smallest < min_size:
+        raise DataError(
+            f"IID shares of {len(labels)} samples over {num_clients} clients hold {smallest} "
+            f"samples, fewer than the least allowed ({min_size}); use fewer clients "
+            "(num_clients) or a smaller partition.min_partition_size"
+        )
+    order = rng_for(seed, "partition", "iid").permutation(len(labels))
+    partitioner = IidPartitioner(num_partitions=num_clients)
+    partitioner.dataset = Dataset.from_dict({"idx": order})
+    return [
+        np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)
+        for i in range(num_clients)
+    ]
