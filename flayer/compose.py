@@ -33,3 +33,15 @@ def compose_dict(overrides: Sequence[str] = ()) -> DictConfig:
 def config_from_overrides(overrides: str) -> Config:
     """A typed config from one string of Hydra overrides (Flower's run config carries one)."""
     return to_config(compose_dict(shlex.split(overrides)))
+
+
+DEPLOY_BACKEND = "deploy"
+
+
+def deployed_overrides(overrides: str) -> str:
+    """The overrides of a `flwr run`: the deployment backend (node waits, round timeout)
+    unless the overrides choose a backend themselves."""
+    chosen = {o.split("=", 1)[0].lstrip("+~") for o in shlex.split(overrides)}
+    if "backend" in chosen:
+        return overrides
+    return f"backend={DEPLOY_BACKEND} {overrides}".strip()

@@ -21,6 +21,8 @@ ACCURACY = "accuracy"
 AUC = "auc"
 TEST_LOSS = "test-loss"
 EVALUATED = "evaluated"
+INIT_VERSION = "init-version"  # the global model version the client's model was set up from
+STATE_HASH = "state-hash"  # hash of the personal state the client keeps after the message
 
 # Personal state in context.state
 STATE_ARRAYS = "personal.arrays"
@@ -33,3 +35,5 @@ RUN_OUTPUT_DIR = "output-dir"  # where the ServerApp writes run directories
 # Node config (simulation engine or flower-supernode --node-config)
 NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
+NODE_DATA_DIR = "data-dir"  # the node's own data (instead of a partition of a named dataset)
+NODE_STATE_DIR = "state-dir"  # node-local copy of its clients' personal state

@@ -4,14 +4,21 @@ On top of Flower's `Strategy.start` loop it adds: a round 0 that evaluates every
 before training; reproducible sampling by partition id; an explicit model version; reply
 checks against the method's upload declaration (a reply that fails counts as a failure and is
 skipped); aggregation in partition-id order; and one record per round for the results.
+
+On real machines nodes come and go: the start waits a bounded time for the nodes
+(`backend.node_wait`, at least `backend.min_nodes`), each round only addresses nodes that are
+connected (a client whose node is gone counts as a failure), and a node that connects mid-run
+(a restarted SuperNode gets a new node id) is asked which partition it holds.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from flwr.app import (
@@ -85,6 +92,9 @@ class PflStrategy(Strategy):
         self.on_round = on_round
         self.version = 0
         self.node_of: dict[int, int] = {}  # partition id -> node id, learned in round 0
+        self._live: set[int] = set()  # node ids connected at the last refresh
+        self._rejected: set[int] = set()  # nodes that failed to say which partition they hold
+        self._given_up: set[int] = set()  # lost partitions already waited for once
         self.records: list[RoundRecord] = []
         self._current: RoundRecord | None = None
         self._sampled: list[int] = []
@@ -131,10 +141,99 @@ class PflStrategy(Strategy):
                              evaluate_config, evaluate_fn)
 
     def _wait_for_nodes(self, grid: Grid) -> None:
-        while len(list(grid.get_node_ids())) < self.cfg.num_clients:
-            log.info("waiting for %d nodes (%d connected)", self.cfg.num_clients,
-                     len(list(grid.get_node_ids())))
+        """Wait for num_clients nodes, at most backend.node_wait seconds; then start with at
+        least backend.min_nodes (null = all), or stop with an error naming the settings."""
+        backend = self.cfg.backend
+        need = self.cfg.num_clients
+        least = need if backend.min_nodes is None else min(backend.min_nodes, need)
+        deadline = time.monotonic() + backend.node_wait
+        last = -1
+        while True:
+            connected = len(list(grid.get_node_ids()))
+            if connected >= need:
+                return
+            if time.monotonic() >= deadline:
+                if connected >= least:
+                    log.warning("starting with %d of %d nodes after %.0f s (backend.min_nodes="
+                                "%s)", connected, need, backend.node_wait, backend.min_nodes)
+                    return
+                raise RuntimeError(
+                    f"only {connected} of the {least} nodes needed (backend.min_nodes="
+                    f"{backend.min_nodes}, num_clients={need}) connected within "
+                    f"backend.node_wait={backend.node_wait} s"
+                )
+            if connected != last:
+                log.info("waiting for %d nodes (%d connected)", need, connected)
+                last = connected
             time.sleep(1.0)
+
+    def _hold(self, server_round: int) -> None:
+        """Hold before a round while backend.pause_file exists (to restart nodes safely)."""
+        if not self.cfg.backend.pause_file:
+            return
+        pause = Path(os.path.expanduser(self.cfg.backend.pause_file))
+        if pause.exists():
+            log.info("holding before round %d while %s exists", server_round, pause)
+            while pause.exists():
+                time.sleep(0.5)
+
+    def _refresh_nodes(self, grid: Grid, server_round: int) -> None:
+        """Which known clients' nodes are connected; wait once (backend.node_wait) for a lost
+        node to come back, and ask nodes that are new which partition they hold."""
+        self._live = set(grid.get_node_ids())
+        lost = {p for p, n in self.node_of.items() if n not in self._live} - self._given_up
+        if lost:
+            log.warning("round %d: partitions %s lost their node; waiting up to %.0f s",
+                        server_round, sorted(lost), self.cfg.backend.node_wait)
+            deadline = time.monotonic() + self.cfg.backend.node_wait
+            while len(self._new_nodes()) < len(lost) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                self._live = set(grid.get_node_ids())
+        new = self._new_nodes()
+        if new:
+            self._identify(grid, sorted(new), server_round)
+        still = {p for p, n in self.node_of.items() if n not in self._live}
+        if still:
+            log.warning("round %d: no node for partitions %s; counted as failures",
+                        server_round, sorted(still))
+        self._given_up |= still
+
+    def _new_nodes(self) -> set[int]:
+        return self._live - set(self.node_of.values()) - self._rejected
+
+    def _identify(self, grid: Grid, nodes: list[int], server_round: int) -> None:
+        messages = [
+            Message(content=RecordDict({keys.CONFIG: ConfigRecord(
+                {keys.SERVER_ROUND: server_round})}), dst_node_id=node,
+                message_type=MessageType.QUERY)
+            for node in nodes
+        ]
+        answered: set[int] = set()
+        for msg in grid.send_and_receive(messages, timeout=self.cfg.backend.round_timeout):
+            node = msg.metadata.src_node_id
+            answered.add(node)
+            if msg.has_error():
+                self._rejected.add(node)
+                log.warning("round %d: node %d could not join: %s", server_round, node,
+                            msg.error.reason)
+                continue
+            try:
+                pid = int(msg.content[keys.METRICS][keys.PARTITION_ID])
+            except (KeyError, TypeError, ValueError) as exc:
+                self._rejected.add(node)
+                log.warning("round %d: node %d sent no partition id: %s", server_round, node,
+                            exc)
+                continue
+            old = self.node_of.get(pid)
+            if old is not None and old in self._live:
+                self._rejected.add(node)
+                log.warning("round %d: node %d also claims partition %d (held by node %d); "
+                            "ignored", server_round, node, pid, old)
+                continue
+            log.info("round %d: partition %d is now on node %d", server_round, pid, node)
+            self.node_of[pid] = node
+            self._given_up.discard(pid)
+        self._rejected |= set(nodes) - answered
 
     def _begin(self, server_round: int) -> None:
         self._t0 = time.perf_counter()
@@ -157,11 +256,13 @@ class PflStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        self._hold(server_round)
         self._begin(server_round)
+        self._refresh_nodes(grid, server_round)
         self._sampled = self.sample(server_round)
-        return [
+        return [  # a sampled client without a node counts as a missing reply
             self._message(arrays, self.node_of[p], MessageType.TRAIN, server_round)
-            for p in self._sampled
+            for p in self._sampled if self.node_of[p] in self._live
         ]
 
     def collect(self, server_round: int, replies: Iterable[Message], spec: UploadSpec,
@@ -232,7 +333,11 @@ class PflStrategy(Strategy):
         evaluate = self.is_eval_round(server_round)
         if not (evaluate or self.sync_every_round()):
             return []
-        nodes = list(grid.get_node_ids()) if server_round == 0 else list(self.node_of.values())
+        if server_round == 0:
+            nodes = list(grid.get_node_ids())
+        else:
+            self._refresh_nodes(grid, server_round)
+            nodes = [n for n in self.node_of.values() if n in self._live]
         return [
             self._message(arrays, node, MessageType.EVALUATE, server_round,
                           **{keys.DO_EVALUATE: evaluate})
@@ -256,7 +361,12 @@ class PflStrategy(Strategy):
                 m = msg.content[keys.METRICS]
                 pid = int(m[keys.PARTITION_ID])
                 if server_round == 0:
-                    self.node_of[pid] = msg.metadata.src_node_id
+                    node = msg.metadata.src_node_id
+                    if self.node_of.get(pid, node) != node:
+                        self._rejected.add(node)
+                        raise ValueError(f"node {node} also claims partition {pid} (held by "
+                                         f"node {self.node_of[pid]}); ignored")
+                    self.node_of[pid] = node
                 if int(m[keys.EVALUATED]):
                     rec.clients.append(_client_eval(pid, m))
             except (KeyError, TypeError, ValueError) as exc:

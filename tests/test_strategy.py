@@ -1,5 +1,6 @@
 """The base strategy with mocked replies: reply checks, failures, order, bytes, sampling."""
 
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -145,6 +146,7 @@ def test_configure_messages_carry_the_model_version(monkeypatch):
         monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
     strategy, initial, _ = strategy_for("flayer")
     strategy.version = 4
-    msgs = list(strategy.configure_train(5, ArrayRecord(), ConfigRecord(), grid=None))
+    grid = SimpleNamespace(get_node_ids=lambda: [100, 101, 102])  # every node connected
+    msgs = list(strategy.configure_train(5, ArrayRecord(), ConfigRecord(), grid=grid))
     assert [m.metadata.dst_node_id for m in msgs] == [100, 101, 102]
     assert all(m.content[keys.CONFIG][keys.MODEL_VERSION] == 4 for m in msgs)

@@ -1,5 +1,9 @@
 """The one ServerApp: builds the initial model and the configured method's strategy, and
-runs Flower's round loop; every finished round goes to the given callback."""
+runs Flower's round loop; every finished round goes to the given callback.
+
+Under `flwr run` it runs next to the SuperLink, which need not hold any data: where the
+dataset fixes the model's input spec (Fashion-MNIST) the model is built without data, and the
+settings that need the data are then checked by each SuperNode on its own data."""
 
 from __future__ import annotations
 
@@ -10,27 +14,36 @@ from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from flayer import keys
 from flayer.catalog import METHODS
-from flayer.compose import compose_dict, config_from_overrides
-from flayer.config import Config
+from flayer.compose import compose_dict, deployed_overrides
+from flayer.config import Config, to_config
 from flayer.data.federated import dataset
-from flayer.experiment import prepare, run_info
+from flayer.data.node import static_spec
+from flayer.data.source import DataSpec
+from flayer.errors import ConfigError, require
+from flayer.experiment import check_run_dir, prepare, run_info
 from flayer.layers import LayerMap
 from flayer.method import build_model
 from flayer.results.recorder import RunRecorder
-from flayer.runtime import set_threads
+from flayer.runtime import set_threads, show_info_logs
 from flayer.strategy import PflStrategy, RoundCallback
 
 log = logging.getLogger(__name__)
 
 
+def model_spec(cfg: Config) -> DataSpec:
+    """The model's input spec: from the dataset itself where it is fixed, else from the data
+    (a vocabulary learnt from the training samples needs the data on this host)."""
+    return static_spec(cfg) or dataset(cfg).spec
+
+
 def build_strategy(cfg: Config, on_round: RoundCallback | None = None
                    ) -> tuple[PflStrategy, nn.Module]:
-    model = build_model(cfg, dataset(cfg).spec)
+    model = build_model(cfg, model_spec(cfg))
     method = METHODS.get(cfg.strategy.name)
     return method.strategy(cfg, cfg.strategy, LayerMap(model), on_round), model
 
@@ -47,18 +60,40 @@ def run_server(grid: Grid, cfg: Config, on_round: RoundCallback | None = None) -
     return strategy
 
 
+def check_deployed(dcfg: DictConfig, run_dir: Path) -> Config:
+    """Everything that can fail on bad input before a deployed run starts. Without the data
+    on this host the data checks are left to the nodes; the rest is checked here."""
+    cfg = to_config(dcfg)
+    b = cfg.backend
+    require(b.min_nodes is None or 1 <= b.min_nodes <= cfg.num_clients, "backend.min_nodes",
+            b.min_nodes, f"must be in 1..num_clients ({cfg.num_clients}) or null for all")
+    require(b.node_wait >= 0, "backend.node_wait", b.node_wait, "must be >= 0 seconds")
+    try:
+        return prepare(dcfg, run_dir)
+    except ConfigError as exc:
+        if exc.setting != "dataset.path":
+            raise
+        log.warning("no %s data on this host (%s); the SuperNodes check their own",
+                    cfg.dataset.name, exc)
+    check_run_dir(run_dir)
+    model = build_model(cfg, model_spec(cfg))
+    METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
+    return cfg
+
+
 def run_deployed(grid: Grid, context: Context) -> Path:
     """Under `flwr run`: compose the config from the run config, check it, and write a run
     directory under the run config's output directory (on the host running the ServerApp)."""
-    overrides = str(context.run_config.get(keys.RUN_OVERRIDES, ""))
+    overrides = deployed_overrides(str(context.run_config.get(keys.RUN_OVERRIDES, "")))
     dcfg = compose_dict(shlex.split(overrides))
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    out = Path(str(context.run_config.get(keys.RUN_OUTPUT_DIR, "outputs/deploy"))).expanduser()
-    cfg = config_from_overrides(overrides)
-    run_dir = out / f"{stamp}-{cfg.strategy.name}-run{context.run_id}"
-    prepare(dcfg, run_dir)
+    out = Path(str(context.run_config.get(keys.RUN_OUTPUT_DIR, "outputs/deploy")))
+    out = out.expanduser().resolve()
+    run_dir = out / f"{stamp}-{dcfg.strategy.name}-run{context.run_id}"
+    cfg = check_deployed(dcfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
+    log.info("run %s writes to %s", context.run_id, run_dir)
     recorder = RunRecorder(run_dir, run_info(cfg), cfg.num_rounds, progress=False)
     try:
         run_server(grid, cfg, recorder)
@@ -77,6 +112,7 @@ def make_server_app(cfg: Config | None = None, on_round: RoundCallback | None = 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         if cfg is None:
+            show_info_logs()
             run_deployed(grid, context)
         else:
             run_server(grid, cfg, on_round)

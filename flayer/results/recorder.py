@@ -18,6 +18,8 @@ METRIC_COLUMNS = [
     "train_loss", "clients_trained", "upload_bytes", "failures", "round_seconds",
 ]
 CLIENT_COLUMNS = ["round", "client", "accuracy", "test_samples", "correct", "auc", "loss"]
+# clients.csv continues with the extra evaluation metrics the clients report (e.g. FLAYER's
+# mixed-a, and init-version and state-hash from every method), named as they arrive first
 RESULT_FILES = ("metrics.csv", "clients.csv", "summary.json")
 
 
@@ -67,9 +69,8 @@ class RunRecorder:
         self._metrics = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
         self._clients = open(run_dir / "clients.csv", "w", newline="")  # noqa: SIM115
         self._mw = csv.DictWriter(self._metrics, fieldnames=METRIC_COLUMNS)
-        self._cw = csv.DictWriter(self._clients, fieldnames=CLIENT_COLUMNS)
+        self._cw: csv.DictWriter | None = None  # its columns are known at the first evaluation
         self._mw.writeheader()
-        self._cw.writeheader()
         self._bar = None
         if progress:
             from tqdm import tqdm
@@ -82,7 +83,8 @@ class RunRecorder:
         self.rows.append(row)
         self._mw.writerow(row)
         for c in rec.clients:
-            self._cw.writerow({
+            self._client_writer(sorted(c.extra)).writerow({
+                **c.extra,
                 "round": rec.round, "client": c.partition_id, "accuracy": c.accuracy,
                 "test_samples": c.num_test, "correct": c.correct, "auc": c.auc,
                 "loss": c.loss,
@@ -97,8 +99,17 @@ class RunRecorder:
             else:
                 self._bar.refresh()
 
+    def _client_writer(self, extra: list[str]) -> csv.DictWriter:
+        if self._cw is None:
+            columns = CLIENT_COLUMNS + [k for k in extra if k not in CLIENT_COLUMNS]
+            self._cw = csv.DictWriter(self._clients, fieldnames=columns, restval="",
+                                      extrasaction="ignore")
+            self._cw.writeheader()
+        return self._cw
+
     def finish(self) -> dict[str, Any]:
         """Close the files, write summary.json and accuracy.png; returns the summary."""
+        self._client_writer([])
         if self._bar is not None:
             self._bar.close()
         self._metrics.close()

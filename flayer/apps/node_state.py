@@ -1,0 +1,69 @@
+"""A node-local copy of a client's personal state (node config `state-dir`).
+
+Flower keeps `context.state` in the SuperNode's memory only, so a SuperNode that restarts
+would lose what its client learned. After every message the ClientApp also writes the state
+to `<state-dir>/run-<run id>/partition-<id>.npz`, atomically, and restores it from there when
+`context.state` is empty. Keying by run id keeps a later run from inheriting an old run's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META_KEY = "__meta__"  # the JSON-encoded metadata inside the .npz
+
+
+def state_file(state_dir: str, run_id: int, partition_id: int) -> Path:
+    return Path(os.path.expanduser(state_dir)) / f"run-{run_id}" / f"partition-{partition_id}.npz"
+
+
+def save_state(file: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Arrays and metadata in one file, replaced atomically: a crash leaves the old state."""
+    if META_KEY in arrays:
+        raise ValueError(f"{META_KEY} is reserved")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{META_KEY: np.array(json.dumps(meta, default=_plain))}, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        raise TypeError("bytes in personal metadata cannot be saved to a state file")
+    raise TypeError(f"cannot save {type(value).__name__} in personal metadata")
+
+
+def load_state(file: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """The saved state, or None when this node has none for this run and partition."""
+    if not file.is_file():
+        return None
+    with np.load(file, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != META_KEY}
+        meta = json.loads(str(npz[META_KEY]))
+    return arrays, meta
+
+
+def state_hash(arrays: dict[str, np.ndarray]) -> int:
+    """A 48-bit fingerprint of named arrays (exact as a float, so it survives a CSV)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        h.update(value.tobytes())
+    return int.from_bytes(h.digest()[:6], "big")

@@ -1,0 +1,137 @@
+"""A SuperNode's own data (node config `data-dir`), for deployments where every host holds
+its data separately instead of a partition of one named dataset.
+
+Two layouts are read:
+- PFLlib client files: `train.npz` and `test.npz` in the folder (or PFLlib's own layout,
+  `train/<partition-id>.npz` and `test/<partition-id>.npz`), each a pickled dict with `x` and
+  `y` under the key `data`. Loading a pickle can run code: only point a node at files you trust.
+- A dataset folder in the run's dataset format (e.g. the four Fashion-MNIST IDX files): all of
+  it is this node's data, split into train and test by the node itself
+  (`partition.train_fraction`, seeded by the run seed and the node's partition id).
+
+The model is built from the dataset's spec, which must be known without any data so that the
+server and every node build the same model without sharing samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flayer.config import Config
+from flayer.data.federated import ClientData
+from flayer.data.source import DATASETS, DataSource, DataSpec
+from flayer.data.split import holdout, train_test_split
+from flayer.errors import DataError
+from flayer.seeding import rng_for
+
+
+def static_spec(cfg: Config) -> DataSpec | None:
+    """The run's input/output spec where the dataset fixes it without data (a class
+    attribute, as for Fashion-MNIST); None where it is learnt from the data (a vocabulary)."""
+    spec = getattr(DATASETS.get(cfg.dataset.name), "spec", None)
+    return spec if isinstance(spec, DataSpec) else None
+
+
+def node_source(cfg: Config, data_dir: str) -> DataSource:
+    """The run's dataset source, pointed at the node's folder."""
+    if static_spec(cfg) is None:
+        raise DataError(
+            f"node data (data-dir) needs a dataset whose model spec is known without data; "
+            f"{cfg.dataset.name} learns it from the data, so use partition-id/num-partitions"
+        )
+    return DATASETS.get(cfg.dataset.name)(replace(cfg.dataset, path=data_dir))
+
+
+def _pfllib_files(folder: Path, partition_id: int) -> tuple[Path, Path] | None:
+    for train, test in ((folder / "train.npz", folder / "test.npz"),
+                        (folder / "train" / f"{partition_id}.npz",
+                         folder / "test" / f"{partition_id}.npz")):
+        if train.is_file() and test.is_file():
+            return train, test
+    return None
+
+
+def _read_pfllib(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=True) as npz:
+            data = npz["data"].tolist()
+        x, y = np.asarray(data["x"]), np.asarray(data["y"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{file} is not a PFLlib client file (dict with x and y under "
+                        f"'data'): {exc}") from None
+    if len(x) != len(y) or len(y) == 0:
+        raise DataError(f"{file} holds {len(x)} samples and {len(y)} labels")
+    return x, y.astype(np.int64)
+
+
+def _compact(x: np.ndarray, spec: DataSpec, file: Path) -> np.ndarray:
+    """PFLlib stores images normalized to [-1, 1] as float32: back to the uint8 the rest of
+    flayer stores (exact for 8-bit sources); token ids stay as they are."""
+    if spec.vocab_size is not None:
+        return x.astype(np.int64)
+    if x.ndim == len(spec.input_shape):  # no channel axis
+        x = x[:, None]
+    if tuple(x.shape[1:]) != tuple(spec.input_shape):
+        raise DataError(f"{file}: samples of shape {x.shape[1:]}, the model expects "
+                        f"{spec.input_shape}")
+    if np.issubdtype(x.dtype, np.floating):
+        if x.size and (x.min() < -1.0001 or x.max() > 1.0001):
+            raise DataError(f"{file}: float images must be PFLlib-normalized to [-1, 1]")
+        return np.rint((x.astype(np.float64) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    return x.astype(np.uint8)
+
+
+def _check_labels(y: np.ndarray, spec: DataSpec, where: str) -> None:
+    if y.size and (y.min() < 0 or y.max() >= spec.num_classes):
+        raise DataError(f"{where}: labels must lie in [0, {spec.num_classes})")
+
+
+def _tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(np.ascontiguousarray(x[idx])),
+            torch.from_numpy(np.ascontiguousarray(y[idx])))
+
+
+def _load(cfg: Config, data_dir: str, partition_id: int, val_fraction: float) -> ClientData:
+    folder = Path(os.path.expanduser(data_dir))
+    if not folder.is_dir():
+        raise DataError(f"node data folder {folder} (node config data-dir) does not exist")
+    source = node_source(cfg, str(folder))
+    spec = source.spec
+    files = _pfllib_files(folder, partition_id)
+    if files is not None:
+        (x_tr, y_tr), (x_te, y_te) = (_read_pfllib(f) for f in files)
+        x_tr, x_te = _compact(x_tr, spec, files[0]), _compact(x_te, spec, files[1])
+        x = np.concatenate([x_tr, x_te])
+        y = np.concatenate([y_tr, y_te])
+        train, test = np.arange(len(y_tr)), np.arange(len(y_tr), len(y))
+    else:
+        source.check()
+        pool = source.load()
+        x, y = pool.x, pool.y
+        split = train_test_split(np.arange(len(y)), cfg.partition.train_fraction,
+                                 rng_for(cfg.seed, "node-split", partition_id))
+        train, test = split.train, split.test
+    _check_labels(y, spec, str(folder))
+    train, val = holdout(train, val_fraction, rng_for(cfg.seed, "holdout", partition_id))
+    (x_train, y_train), (x_test, y_test), (x_val, y_val) = (
+        _tensors(x, y, idx) for idx in (train, test, val))
+    return ClientData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                      x_val=x_val, y_val=y_val, source=source)
+
+
+_NODES: dict[tuple, ClientData] = {}
+
+
+def load_node_data(cfg: Config, data_dir: str, partition_id: int,
+                   val_fraction: float = 0.0) -> ClientData:
+    """The node's own samples as one client's data (loaded once per process)."""
+    key = (cfg.dataset.name, data_dir, cfg.seed, cfg.partition.train_fraction, partition_id,
+           val_fraction)
+    if key not in _NODES:
+        _NODES[key] = _load(cfg, data_dir, partition_id, val_fraction)
+    return _NODES[key]
