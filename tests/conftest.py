@@ -32,3 +32,15 @@ def fake_fmnist(tmp_path):
 @pytest.fixture
 def cache_dir(tmp_path):
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def small(fake_fmnist, cache_dir):
+    """A config maker for fast in-process runs: 3 clients, 2 rounds on fake Fashion-MNIST."""
+    from tests.helpers import make_config
+
+    def cfg(*overrides):
+        return make_config(f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}",
+                           "num_clients=3", "num_rounds=2", "partition.alpha=1.0", "batch_size=4",
+                           "lr=0.01", "model.c=4", "progress=false", *overrides)
+    return cfg

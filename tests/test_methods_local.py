@@ -5,17 +5,7 @@ import numpy as np
 import pytest
 
 from flayer.catalog import METHODS
-from tests.helpers import make_config
 from tests.localgrid import run_local
-
-
-@pytest.fixture
-def small(fake_fmnist, cache_dir):
-    def cfg(*overrides):
-        return make_config(f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}",
-                           "num_clients=3", "num_rounds=2", "partition.alpha=1.0", "batch_size=4",
-                           "lr=0.01", "model.c=4", "progress=false", *overrides)
-    return cfg
 
 
 @pytest.mark.parametrize("method", METHODS.names())

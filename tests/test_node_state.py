@@ -8,17 +8,7 @@ from flwr.app import Context, RecordDict
 
 from flayer.apps.client_app import partition_of
 from flayer.apps.node_state import load_state, save_state, state_file, state_hash
-from tests.helpers import make_config
 from tests.localgrid import LocalGrid, run_local
-
-
-@pytest.fixture
-def small(fake_fmnist, cache_dir):
-    def cfg(*overrides):
-        return make_config(f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}",
-                           "num_clients=3", "num_rounds=2", "partition.alpha=1.0", "batch_size=4",
-                           "lr=0.01", "model.c=4", "progress=false", *overrides)
-    return cfg
 
 
 def test_state_file_round_trip_is_exact(tmp_path):

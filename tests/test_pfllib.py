@@ -185,3 +185,21 @@ def test_the_fingerprint_follows_the_files(images):
     x, y, _, _ = clients[2]
     write_pfllib(folder, [*clients[:2], (x, y, x[:1], y[:1])], num_classes=3)
     assert source_for(folder).fingerprint() != before
+
+
+def test_a_pfllib_folder_runs_with_its_clients_unchanged(tmp_path, cache_dir):
+    from tests.localgrid import run_local
+
+    sizes = [(12, 4), (9, 5), (6, 3)]
+    folder = write_pfllib(tmp_path / "Cifar10", image_clients(sizes, shape=(3, 32, 32)),
+                          num_classes=3)
+    cfg = make_config("dataset=pfllib", f"dataset.path={folder}", "num_clients=3",
+                      f"cache_dir={cache_dir}", "num_rounds=1", "batch_size=4",
+                      "progress=false")
+    validate(cfg)
+    _, records, _ = run_local(cfg)
+    assert [r.failures for r in records] == [0, 0]
+    for record in records:
+        assert [(c.partition_id, c.num_test) for c in record.clients] == [
+            (k, n_test) for k, (_, n_test) in enumerate(sizes)]
+    assert records[1].trained == 3

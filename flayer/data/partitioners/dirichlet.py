@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner
 
 from flayer.config import PartitionConfig
-from flayer.data.partitioners import PARTITIONERS
+from flayer.data.partitioners import PARTITIONERS, load_partitions
 from flayer.errors import DataError
 
 
@@ -29,12 +27,7 @@ def dirichlet(
     )
     partitioner.dataset = table
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # one long warning per failed attempt
-            return [
-                np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)
-                for i in range(num_clients)
-            ]
+        return load_partitions(partitioner, num_clients)  # silences a warning per attempt
     except ValueError as exc:
         if "max number of attempts" not in str(exc):
             raise

@@ -12,7 +12,7 @@ from datasets import Dataset
 from flwr_datasets.partitioner import IidPartitioner
 
 from flayer.config import PartitionConfig
-from flayer.data.partitioners import PARTITIONERS
+from flayer.data.partitioners import PARTITIONERS, load_partitions
 from flayer.errors import DataError
 from flayer.seeding import rng_for
 
@@ -32,7 +32,4 @@ def iid(
     order = rng_for(seed, "partition", "iid").permutation(len(labels))
     partitioner = IidPartitioner(num_partitions=num_clients)
     partitioner.dataset = Dataset.from_dict({"idx": order})
-    return [
-        np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)
-        for i in range(num_clients)
-    ]
+    return load_partitions(partitioner, num_clients)

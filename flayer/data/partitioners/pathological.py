@@ -12,14 +12,13 @@ warning names them.
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import PathologicalPartitioner
 
 from flayer.config import PartitionConfig
-from flayer.data.partitioners import PARTITIONERS
+from flayer.data.partitioners import PARTITIONERS, load_partitions
 from flayer.errors import DataError
 from flayer.seeding import rng_for
 
@@ -54,12 +53,7 @@ def pathological(
     )
     partitioner.dataset = Dataset.from_dict({"label": labels[order], "idx": order})
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # its unused-class warning names a stale option
-            parts = [
-                np.asarray(partitioner.load_partition(i)["idx"], dtype=np.int64)
-                for i in range(num_clients)
-            ]
+        parts = load_partitions(partitioner, num_clients)  # its warning names a stale option
     except ValueError as exc:
         if "is needed to be assigned to more partitions" not in str(exc):
             raise
