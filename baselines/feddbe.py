@@ -24,9 +24,9 @@ Settings (conf/strategy/feddbe.yaml):
   momentum  weight of the current batch in the running feature mean; default 0.1 (PFLlib's
             default; the authors' own run script for Fashion-MNIST Dir(0.1) uses 1.0)
   kappa     weight of the mean regularizer (PFLlib `kl_weight`, whose command-line default 0
-            disables it); default 50, provisional: the value of the authors' DBE run script
-            (`-klw 50`, Fashion-MNIST Dir(0.1), 4-layer CNN, the default setup here); no value
-            is stated in the paper or PFLlib, so it is to be confirmed by a sweep on our setup.
+            disables it); default 50, the value of the authors' DBE run script (`-klw 50`,
+            Fashion-MNIST Dir(0.1), 4-layer CNN, the default setup here); no value is stated
+            in the paper or PFLlib. README, Results: the settings tried on the default setup.
 """
 
 from __future__ import annotations
