@@ -85,11 +85,18 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
     return make_tls(d)
 
 
+class Interrupted(SystemExit):
+    """Ctrl-C, SIGTERM or SIGHUP: unwinds through the deployment's cleanup. A SystemExit, not
+    a KeyboardInterrupt, so that no library on the way can catch and swallow it."""
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the deployment's cleanup
+    raise Interrupted(128 + signum)
 
 
 def run_local(args: argparse.Namespace) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     overrides = with_num_clients(list(args.overrides), args.nodes)
     if args.data_dir is not None and len(args.data_dir) != args.nodes:
         raise ConfigError("--data-dir", len(args.data_dir), f"give one folder per SuperNode "
@@ -101,8 +108,6 @@ def run_local(args: argparse.Namespace) -> int:
     deployment = LocalDeployment(work, args.nodes, insecure=args.insecure, tls=_tls(args),
                                  auth=args.auth, data_dirs=args.data_dir)
     atexit.register(deployment.close)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
     with deployment:
         log.info("SuperLink at %s, %d SuperNodes; logs in %s", deployment.address, args.nodes,
                  deployment.procs.log_dir)
@@ -124,6 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, DeployError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as exc:
         print("interrupted: every process this command started was stopped", file=sys.stderr)
-        return 130
+        return exc.code if isinstance(exc, Interrupted) else 130
