@@ -73,6 +73,7 @@ class DittoConfig(StrategyConfig):
 class DittoClient(ClientMethod):
     """`self.model` is the personal model v (evaluated and stored); w is rebuilt per round."""
 
+    train_metrics = ("personal-loss",)  # v's; train-loss is w's
     settings: DittoConfig
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:

@@ -55,7 +55,7 @@ from flayer.layers import LayerMap, features, require_linear_head
 from flayer.method import ClientEnv, ClientMethod, FitResult, register_method, shared_params
 from flayer.seeding import derive_seed
 from flayer.strategy import PflStrategy
-from flayer.training import EvalResult
+from flayer.training import EvalResult, Terms
 from flayer.upload import Upload
 
 CPN_PREFIX = "fedcp.cpn."  # the CPN's arrays in the global model and the upload
@@ -193,6 +193,8 @@ class FedCPModel(nn.Module):
 class FedCPClient(ClientMethod):
     settings: FedCPConfig
     model: FedCPModel
+    # train-loss is the objective; these are its cross-entropy and the (unweighted) MMD
+    train_metrics = ("ce-loss", "mmd")
 
     def __init__(self, env: ClientEnv, model: nn.Module) -> None:
         super().__init__(env, model)
@@ -204,14 +206,15 @@ class FedCPClient(ClientMethod):
         self.model.load_global(global_arrays)
         self.model.update_context()
 
-    def loss(self, model: FedCPModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: FedCPModel, x: torch.Tensor, y: torch.Tensor) -> Terms:
         h = model.features(x)
-        loss = F.cross_entropy(model.heads(h), y)
-        if self.settings.lam > 0:
-            with torch.no_grad():
-                h_global = model.global_body(x)
-            loss = loss + self.settings.lam * mmd(h, h_global)
-        return loss
+        ce = F.cross_entropy(model.heads(h), y)
+        if self.settings.lam == 0:
+            return Terms(ce, {"ce-loss": ce, "mmd": torch.zeros(())})
+        with torch.no_grad():
+            h_global = model.global_body(x)
+        distance = mmd(h, h_global)
+        return Terms(ce + self.settings.lam * distance, {"ce-loss": ce, "mmd": distance})
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -222,7 +225,7 @@ class FedCPClient(ClientMethod):
         finally:
             self.model.noise = None
         return FitResult(Upload(arrays=self.model.upload_arrays()), self.env.data.num_train,
-                         stats.mean_loss)
+                         stats.mean_loss, metrics=stats.mean_terms())
 
     def evaluate(self) -> tuple[EvalResult, dict[str, float]]:
         version = int(self.meta.get("version", 0))

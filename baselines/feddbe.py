@@ -56,6 +56,7 @@ from flayer.method import (
     shared_params,
 )
 from flayer.strategy import PflStrategy, to_record
+from flayer.training import Terms
 from flayer.upload import TensorSpec, Upload, UploadSpec
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class DBEModel(nn.Module):
 class FedDBEClient(ClientMethod):
     settings: FedDBEConfig
     model: DBEModel
+    # train-loss is the objective; these are its cross-entropy and the (unweighted) regularizer
+    train_metrics = ("ce-loss", "mean-reg")
 
     def __init__(self, env: ClientEnv, model: nn.Module) -> None:
         super().__init__(env, model)
@@ -135,18 +138,19 @@ class FedDBEClient(ClientMethod):
         running = RunningMean(self.settings.momentum)
         kappa = self.settings.kappa
 
-        def loss_fn(model: DBEModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def loss_fn(model: DBEModel, x: torch.Tensor, y: torch.Tensor) -> Terms:
             h = model.features(x)
             m = running.update(h)
+            ce = F.cross_entropy(model.head(h), y)
             regularizer = torch.mean(0.5 * (m - target) ** 2)
-            return F.cross_entropy(model.head(h), y) + kappa * regularizer
+            return Terms(ce + kappa * regularizer, {"ce-loss": ce, "mean-reg": regularizer})
 
         optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr)  # bias included
         stats = self.train_model(self.model, optimizer, version, loss_fn=loss_fn)
         if running.value is not None:
             self.extra[RUNNING_MEAN] = running.value.cpu().numpy()
         return FitResult(Upload(arrays=shared_params(self.model.net)), self.env.data.num_train,
-                         stats.mean_loss)
+                         stats.mean_loss, metrics=stats.mean_terms())
 
     def feature_mean(self, version: int) -> FitResult:
         """Round 0's phase: one epoch on a copy, no DBE terms; reply with the running mean."""

@@ -49,6 +49,7 @@ class FedRepConfig(FedPerConfig):
 class FedRepClient(FedPerClient):
     """FedPer's client with the local update split into a head phase and a body phase."""
 
+    train_metrics = ("head-loss",)  # train-loss is the body phase's
     settings: FedRepConfig
 
     @contextmanager

@@ -8,7 +8,7 @@ subclass). The ClientApp and ServerApp know only this contract.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -73,6 +73,10 @@ class ClientMethod:
     personal state, calls `receive` when a new global model version arrives, then `fit` or
     `evaluate`, and stores `state()` back. Subclasses override only what their method changes.
     """
+
+    #: names of the extra train metrics every fit reports (FitResult.metrics), beyond
+    #: train-loss; the run's metrics.csv gets one column for each (sample-weighted mean)
+    train_metrics: ClassVar[tuple[str, ...]] = ()
 
     #: fraction of the training data held out for validation (FLAYER's accuracy_source=val)
     @classmethod

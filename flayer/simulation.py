@@ -12,6 +12,7 @@ import torch
 
 from flayer.apps.client_app import make_client_app
 from flayer.apps.server_app import make_server_app
+from flayer.catalog import METHODS
 from flayer.config import Config
 from flayer.results.recorder import RunRecorder
 from flayer.strategy import RoundCallback
@@ -66,7 +67,8 @@ def run_apps(cfg: Config, on_round: RoundCallback) -> None:
 
 def simulate(cfg: Config, run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Run the experiment; writes the run directory and returns the summary."""
-    recorder = RunRecorder(run_dir, info, cfg.num_rounds, progress=cfg.progress)
+    recorder = RunRecorder(run_dir, info, cfg.num_rounds, progress=cfg.progress,
+                           train_metrics=METHODS.get(cfg.strategy.name).client.train_metrics)
     try:
         run_apps(cfg, recorder)
     finally:

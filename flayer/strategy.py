@@ -38,7 +38,7 @@ from flayer import keys
 from flayer.aggregation import Contribution, aggregate, weighted_mean
 from flayer.config import Config, StrategyConfig
 from flayer.layers import LayerMap
-from flayer.method import shared_params
+from flayer.method import METHODS, shared_params
 from flayer.seeding import rng_for
 from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbytes
 
@@ -67,6 +67,7 @@ class RoundRecord:
     model_version: int
     clients: list[ClientEval] = field(default_factory=list)  # empty: no evaluation
     train_loss: float | None = None
+    train_metrics: dict[str, float] = field(default_factory=dict)  # the method's extra ones
     trained: int = 0
     upload_bytes: int = 0
     failures: int = 0
@@ -304,19 +305,22 @@ class PflStrategy(Strategy):
         ):
             loss = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
             if np.isfinite(loss):
-                accepted.append((pid, contribution, loss))
+                accepted.append((pid, contribution, loss, metrics))
             else:
                 rec.failures += 1
                 log.warning("round %d: rejected a reply with train loss %s", server_round, loss)
         if not accepted:
             return None, None
-        contributions = [c for _, c, _ in accepted]
+        contributions = [c for _, c, _, _ in accepted]
         new = self.aggregate_contributions(contributions, previous)
         self._global = new
         self.version += 1
         rec.trained = len(accepted)
-        rec.train_loss = weighted_mean([loss for *_, loss in accepted],
-                                       [c.weight for c in contributions])
+        weights = [c.weight for c in contributions]
+        rec.train_loss = weighted_mean([loss for _, _, loss, _ in accepted], weights)
+        for name in METHODS.get(self.settings.name).client.train_metrics:
+            values = [float(m.get(name, float("nan"))) for *_, m in accepted]
+            rec.train_metrics[name] = weighted_mean(values, weights)
         return to_record(new), MetricRecord(
             {"train-loss": rec.train_loss, "trained": rec.trained}
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -14,8 +15,17 @@ from torch import nn
 
 from flayer.data.federated import ClientData
 
-# (model, inputs, labels) -> loss; the default is cross-entropy of model(inputs)
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+class Terms(NamedTuple):
+    """A loss made of named terms (e.g. cross-entropy and a regularizer): training minimizes
+    `total` and also reports each term's sample-weighted mean."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+# (model, inputs, labels) -> loss or Terms; the default is cross-entropy of model(inputs)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "torch.Tensor | Terms"]
 # (epoch, batch index) -> None; runs after backward, before the optimizer step
 BeforeStep = Callable[[int, int], None]
 # (model, inputs) -> logits; the default is model(inputs)
@@ -42,10 +52,16 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Itera
 class TrainStats:
     loss_sum: float = 0.0
     samples: int = 0
+    term_sums: dict[str, float] = field(default_factory=dict)
 
     @property
     def mean_loss(self) -> float:
         return self.loss_sum / self.samples if self.samples else float("nan")
+
+    def mean_terms(self) -> dict[str, float]:
+        """Each named term's mean over the trained samples."""
+        n = self.samples
+        return {k: v / n if n else float("nan") for k, v in self.term_sums.items()}
 
 
 def train(
@@ -68,13 +84,17 @@ def train(
             x = data.to_input(data.x_train[idx]).to(device, non_blocking=True)
             y = data.y_train[idx].to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model, x, y)
+            out = loss_fn(model, x, y)
+            loss, terms = (out.total, out.terms) if isinstance(out, Terms) else (out, {})
             loss.backward()
             if before_step is not None:
                 before_step(epoch, b)
             optimizer.step()
             stats.loss_sum += float(loss.detach()) * len(idx)
             stats.samples += len(idx)
+            for name, term in terms.items():
+                stats.term_sums[name] = (stats.term_sums.get(name, 0.0)
+                                         + float(term.detach()) * len(idx))
     return stats
 
 

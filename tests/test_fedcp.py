@@ -76,7 +76,7 @@ def test_cpn_gets_gradients_and_the_global_parts_stay_frozen(kind):
     x = client.env.data.to_input(client.env.data.x_train[:8])
     y = client.env.data.y_train[:8]
     m.noise = client.generator("test", 0)
-    client.loss(m, x, y).backward()
+    client.loss(m, x, y).total.backward()
     m.noise = None
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.cpn.parameters())
     assert all(p.grad is None for p in (*m.global_head.parameters(),
@@ -96,6 +96,15 @@ def test_cpn_gets_gradients_and_the_global_parts_stay_frozen(kind):
     assert moved["cpn"] == set(after["cpn"])  # every CPN tensor learned
     head = {f"{client.env.layers.head.name}.{local}" for local in head_names(client).values()}
     assert head <= moved["net"] and moved["net"] - head  # personal head and extractor learned
+
+
+def test_train_loss_is_cross_entropy_plus_lambda_times_mmd():
+    client, glob = setup("tiny", "strategy.lam=3")
+    result = client.fit(glob, version=0)
+    m = result.metrics
+    assert m is not None and set(m) == set(FedCPClient.train_metrics)
+    assert m["mmd"] > 0  # the extractor moved away from the frozen global one
+    assert result.train_loss == pytest.approx(m["ce-loss"] + 3 * m["mmd"])
 
 
 def test_upload_is_extractor_cpn_and_the_mean_of_both_heads():

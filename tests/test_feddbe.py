@@ -86,6 +86,16 @@ def test_mean_regularizer_pulls_toward_the_global_mean():
     assert ends[50.0] < ends[0.0]
 
 
+def test_train_loss_is_cross_entropy_plus_kappa_times_the_regularizer():
+    client = make_client("tiny", "strategy.kappa=7")
+    glob = with_mean(client, 2.0)
+    result = client.fit(glob, version=1)
+    m = result.metrics
+    assert m is not None and set(m) == set(FedDBEClient.train_metrics)
+    assert m["mean-reg"] > 0
+    assert result.train_loss == pytest.approx(m["ce-loss"] + 7 * m["mean-reg"])
+
+
 def test_fit_without_a_global_mean_is_an_error():
     client = make_client()
     with pytest.raises(RuntimeError):

@@ -16,6 +16,9 @@ def test_every_method_runs_rounds_through_the_apps(small, method):
     assert all(len(r.clients) == 3 for r in records)  # everyone evaluated every round
     assert records[1].trained == 3 and records[1].upload_bytes > 0
     assert strategy.version == 2
+    extra = METHODS.get(method).client.train_metrics  # metrics.csv's extra columns
+    assert set(records[1].train_metrics) == set(extra)
+    assert all(np.isfinite(v) for v in records[1].train_metrics.values())
     acc = [sum(c.correct for c in r.clients) / sum(c.num_test for c in r.clients)
            for r in records]
     assert acc[-1] > 0.25  # learnable data; chance is 0.1

@@ -1,7 +1,8 @@
+import csv
 import json
 
 from flayer.report import main
-from flayer.results.recorder import round_metrics, summarize
+from flayer.results.recorder import RunRecorder, round_metrics, summarize
 from flayer.results.report import find_runs
 from flayer.strategy import ClientEval, RoundRecord
 
@@ -67,8 +68,21 @@ def test_round_metrics_definitions():
     assert row["accuracy_mean"] == (0.9 + 1 / 3) / 2
     assert abs(row["accuracy_std"] - abs(0.9 - 1 / 3) / 2) < 1e-12
     assert row["auc"] == (0.5 * 10 + 1.0 * 30) / 40  # weighted by test samples
-    empty = round_metrics(RoundRecord(round=2, model_version=2, train_loss=0.2))
+    empty = round_metrics(RoundRecord(round=2, model_version=2, train_loss=0.2,
+                                      train_metrics={"personal-loss": 0.1}))
     assert empty["accuracy"] == "" and empty["train_loss"] == 0.2
+    assert empty["personal_loss"] == 0.1
+
+
+def test_metrics_csv_has_a_column_for_each_extra_train_metric(tmp_path):
+    recorder = RunRecorder(tmp_path, {"method": "ditto"}, 1, progress=False,
+                           train_metrics=("personal-loss",))
+    recorder(RoundRecord(round=0, model_version=0))
+    recorder(RoundRecord(round=1, model_version=1, train_loss=0.5,
+                         train_metrics={"personal-loss": 0.25}))
+    recorder.finish()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").read_text().splitlines()))
+    assert [r["personal_loss"] for r in rows] == ["", "0.25"]
 
 
 def test_summary_best_and_final():

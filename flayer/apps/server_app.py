@@ -94,7 +94,8 @@ def run_deployed(grid: Grid, context: Context) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
     log.info("run %s writes to %s", context.run_id, run_dir)
-    recorder = RunRecorder(run_dir, run_info(cfg), cfg.num_rounds, progress=False)
+    recorder = RunRecorder(run_dir, run_info(cfg), cfg.num_rounds, progress=False,
+                           train_metrics=METHODS.get(cfg.strategy.name).client.train_metrics)
     try:
         run_server(grid, cfg, recorder)
     finally:

@@ -17,6 +17,8 @@ METRIC_COLUMNS = [
     "round", "model_version", "accuracy", "accuracy_mean", "accuracy_std", "auc", "loss",
     "train_loss", "clients_trained", "upload_bytes", "failures", "round_seconds",
 ]
+# metrics.csv continues with the method's extra train metrics (ClientMethod.train_metrics,
+# e.g. Ditto's personal_loss), "-" written as "_"
 CLIENT_COLUMNS = ["round", "client", "accuracy", "test_samples", "correct", "auc", "loss"]
 # clients.csv continues with the extra evaluation metrics the clients report (e.g. FLAYER's
 # mixed-a, and init-version and state-hash from every method), named as they arrive first
@@ -29,6 +31,7 @@ def round_metrics(rec: RoundRecord) -> dict[str, Any]:
         "round": rec.round,
         "model_version": rec.model_version,
         "train_loss": "" if rec.train_loss is None else rec.train_loss,
+        **{column_name(k): v for k, v in rec.train_metrics.items()},
         "clients_trained": rec.trained,
         "upload_bytes": rec.upload_bytes,
         "failures": rec.failures,
@@ -51,6 +54,10 @@ def round_metrics(rec: RoundRecord) -> dict[str, Any]:
     return row
 
 
+def column_name(metric: str) -> str:
+    return metric.replace("-", "_")
+
+
 def has_results(run_dir: Path) -> list[str]:
     return [name for name in RESULT_FILES if (run_dir / name).exists()]
 
@@ -59,7 +66,7 @@ class RunRecorder:
     """Receives one RoundRecord per round and keeps the run directory up to date."""
 
     def __init__(self, run_dir: Path, info: dict[str, Any], num_rounds: int,
-                 progress: bool = True) -> None:
+                 progress: bool = True, train_metrics: tuple[str, ...] = ()) -> None:
         self.run_dir = run_dir
         self.info = info
         self.num_rounds = num_rounds
@@ -68,7 +75,8 @@ class RunRecorder:
         run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
         self._clients = open(run_dir / "clients.csv", "w", newline="")  # noqa: SIM115
-        self._mw = csv.DictWriter(self._metrics, fieldnames=METRIC_COLUMNS)
+        columns = METRIC_COLUMNS + [column_name(m) for m in train_metrics]
+        self._mw = csv.DictWriter(self._metrics, fieldnames=columns, restval="")
         self._cw: csv.DictWriter | None = None  # its columns are known at the first evaluation
         self._mw.writeheader()
         self._bar = None
