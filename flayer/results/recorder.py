@@ -16,9 +16,8 @@ from flayer.strategy import RoundRecord
 METRIC_COLUMNS = [
     "round", "model_version", "accuracy", "accuracy_mean", "accuracy_std", "auc", "loss",
     "train_loss", "clients_trained", "upload_bytes", "failures", "round_seconds",
-]
-# metrics.csv continues with the method's extra train metrics (ClientMethod.train_metrics,
-# e.g. Ditto's personal_loss), "-" written as "_"
+]  # then the method's extra train metrics (ClientMethod.train_metrics), "-" written as "_"
+
 CLIENT_COLUMNS = ["round", "client", "accuracy", "test_samples", "correct", "auc", "loss"]
 # clients.csv continues with the extra evaluation metrics the clients report (e.g. FLAYER's
 # mixed-a, and init-version and state-hash from every method), named as they arrive first
