@@ -24,6 +24,7 @@ import torch
 
 from flayer.config import Config
 from flayer.data.federated import ClientData
+from flayer.data.pfllib import read_client_file
 from flayer.data.source import DATASETS, DataSource, DataSpec
 from flayer.data.split import holdout, train_test_split
 from flayer.errors import DataError
@@ -54,19 +55,6 @@ def _pfllib_files(folder: Path, partition_id: int) -> tuple[Path, Path] | None:
         if train.is_file() and test.is_file():
             return train, test
     return None
-
-
-def _read_pfllib(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(file, allow_pickle=True) as npz:
-            data = npz["data"].tolist()
-        x, y = np.asarray(data["x"]), np.asarray(data["y"])
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{file} is not a PFLlib client file (dict with x and y under "
-                        f"'data'): {exc}") from None
-    if len(x) != len(y) or len(y) == 0:
-        raise DataError(f"{file} holds {len(x)} samples and {len(y)} labels")
-    return x, y.astype(np.int64)
 
 
 def _compact(x: np.ndarray, spec: DataSpec, file: Path) -> np.ndarray:
@@ -104,7 +92,7 @@ def _load(cfg: Config, data_dir: str, partition_id: int, val_fraction: float) ->
     spec = source.spec
     files = _pfllib_files(folder, partition_id)
     if files is not None:
-        (x_tr, y_tr), (x_te, y_te) = (_read_pfllib(f) for f in files)
+        (x_tr, y_tr), (x_te, y_te) = (read_client_file(f) for f in files)
         x_tr, x_te = _compact(x_tr, spec, files[0]), _compact(x_te, spec, files[1])
         x = np.concatenate([x_tr, x_te])
         y = np.concatenate([y_tr, y_te])
