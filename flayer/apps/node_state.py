@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from flayer.atomic import write_atomic
 
 META_KEY = "__meta__"  # the JSON-encoded metadata inside the .npz
 
@@ -25,20 +26,12 @@ def state_file(state_dir: str, run_id: int, partition_id: int) -> Path:
 
 
 def save_state(file: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Arrays and metadata in one file, replaced atomically: a crash leaves the old state."""
+    """Arrays and metadata in one file, replaced atomically and durably: a crash leaves the
+    old state or the new one."""
     if META_KEY in arrays:
         raise ValueError(f"{META_KEY} is reserved")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{META_KEY: np.array(json.dumps(meta, default=_plain))}, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    encoded = np.array(json.dumps(meta, default=_plain))
+    write_atomic(file, lambda f: np.savez(f, **{META_KEY: encoded}, **arrays), durable=True)
 
 
 def _plain(value: Any) -> Any:

@@ -19,12 +19,12 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flayer.atomic import write_atomic
 from flayer.config import DatasetConfig
 from flayer.data.cache import save_array_atomic
 from flayer.data.hub import HubData, read_labels
@@ -66,17 +66,9 @@ def read_vocab(file: Path) -> list[str]:
 
 
 def write_vocab(file: Path, vocab: list[str]) -> None:
-    """Write a vocabulary file so that concurrent readers see the old state or the whole new
-    file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp.txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(vocab) + "\n")
-        os.replace(tmp, file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """One token per line; concurrent readers see the old file or the whole new one."""
+    text = "\n".join(vocab) + "\n"
+    write_atomic(file, lambda f: f.write(text.encode("utf-8")))
 
 
 def build_vocab(ids: np.ndarray, tokens: list[str]) -> list[str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from flayer.atomic import write_atomic
 
 
 def cache_key(settings: dict[str, Any]) -> str:
@@ -17,25 +17,9 @@ def cache_key(settings: dict[str, Any]) -> str:
 
 
 def save_arrays_atomic(file: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz so that concurrent readers see either nothing or the whole file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """An .npz that concurrent readers see either not at all or whole."""
+    write_atomic(file, lambda f: np.savez(f, **arrays))
 
 
 def save_array_atomic(file: Path, array: np.ndarray) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp.npy")
-    os.close(fd)
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(file, lambda f: np.save(f, array))
