@@ -72,7 +72,8 @@ class BackendConfig:
     round_timeout: float = 3600.0  # seconds to wait for the replies of one message round
     # Deployment: the run starts once num_clients nodes are connected, or after node_wait
     # seconds with at least min_nodes (null = num_clients); a lost node is waited for up to
-    # node_wait seconds once. While pause_file exists the server holds before the next round.
+    # node_wait seconds once. While pause_file exists the server holds before the next round
+    # (before round r, if the file holds the number r).
     min_nodes: int | None = None
     node_wait: float = 300.0
     pause_file: str | None = None

@@ -45,6 +45,30 @@ from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbyt
 log = logging.getLogger(__name__)
 
 
+def pause_asked(pause: Path, server_round: int, warn: bool = True) -> bool:
+    """Whether the pause file holds the server before this round. An empty file holds it
+    before the next round, whenever that is; a file holding a round number r holds it before
+    round r (and any later round), so a script can name the point without racing the server.
+    Other content holds too (with a warning): holding is the safe reading of a pause file."""
+    try:
+        text = pause.read_text().strip()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # e.g. a directory: it exists, so hold
+        if warn:
+            log.warning("pause file %s unreadable (%s); holding", pause, exc)
+        return True
+    if not text:
+        return True
+    try:
+        return server_round >= int(text)
+    except ValueError:
+        if warn:
+            log.warning("pause file %s holds %r, not a round number; holding before round "
+                        "%d", pause, text[:40], server_round)
+        return True
+
+
 @dataclass
 class ClientEval:
     partition_id: int
@@ -169,13 +193,13 @@ class PflStrategy(Strategy):
             time.sleep(1.0)
 
     def _hold(self, server_round: int) -> None:
-        """Hold before a round while backend.pause_file exists (to restart nodes safely)."""
+        """Hold before a round while backend.pause_file asks for it (to restart nodes safely)."""
         if not self.cfg.backend.pause_file:
             return
         pause = Path(os.path.expanduser(self.cfg.backend.pause_file))
-        if pause.exists():
+        if pause_asked(pause, server_round):
             log.info("holding before round %d while %s exists", server_round, pause)
-            while pause.exists():
+            while pause_asked(pause, server_round, warn=False):
                 time.sleep(0.5)
 
     def _refresh_nodes(self, grid: Grid, server_round: int) -> None:

@@ -103,12 +103,12 @@ def test_three_supernodes_keep_personal_state_across_rounds_and_a_restart(
         deploy, common, tmp_path):
     """FLAYER, 3 SuperNodes, 2 rounds; SuperNode 2 is restarted between rounds 1 and 2."""
     pause, out = tmp_path / "pause", tmp_path / "out"
+    pause.write_text("2\n")  # the server will hold before round 2, however fast it runs
     d = deploy(3, insecure=True)
     run = d.submit(common("strategy=flayer", "num_rounds=2", f"backend.pause_file={pause}"), out)
     run_dir = wait_for(lambda: find_run_dir(out), what="the run directory", run=run)
-    wait_for(lambda: rounds_done(run_dir, 0, 3), what="round 0", run=run)
-    pause.touch()  # the server holds before round 2 (round 1 is under way)
     wait_for(lambda: rounds_done(run_dir, 1, 3), what="round 1", run=run)
+    wait_for(lambda: "holding before round 2" in run.log_text(), what="the hold", run=run)
     file = state_file(str(d.nodes[2].state_dir), run_id_of(run_dir), 2)
     arrays, meta = load_state(file)
     round1 = by_round(client_rows(run_dir))[1]

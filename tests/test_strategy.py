@@ -1,5 +1,7 @@
 """The base strategy with mocked replies: reply checks, failures, order, bytes, sampling."""
 
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +19,7 @@ from flayer import keys
 from flayer.flayer.method import FlayerStrategy
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
+from flayer.strategy import pause_asked
 from flayer.upload import Upload, encode
 from tests.helpers import FMNIST_SPEC, make_config, mock_reply
 
@@ -150,3 +153,41 @@ def test_configure_messages_carry_the_model_version(monkeypatch):
     msgs = list(strategy.configure_train(5, ArrayRecord(), ConfigRecord(), grid=grid))
     assert [m.metadata.dst_node_id for m in msgs] == [100, 101, 102]
     assert all(m.content[keys.CONFIG][keys.MODEL_VERSION] == 4 for m in msgs)
+
+
+def test_pause_file_empty_holds_any_round_and_a_number_holds_from_that_round(tmp_path, caplog):
+    pause = tmp_path / "pause"
+    assert not pause_asked(pause, 1)  # no file: no hold
+    pause.touch()
+    assert pause_asked(pause, 1) and pause_asked(pause, 7)
+    pause.write_text("3\n")
+    assert [pause_asked(pause, r) for r in (1, 2, 3, 4)] == [False, False, True, True]
+    pause.write_text("soon")  # not a round number: hold (the safe reading), and say so
+    with caplog.at_level("WARNING"):
+        assert pause_asked(pause, 1)
+    assert "'soon'" in caplog.text and "not a round number" in caplog.text
+
+
+def test_configure_train_holds_until_the_pause_file_goes(tmp_path, monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+    pause = tmp_path / "pause"
+    pause.write_text("2")
+    strategy, _, _ = strategy_for("fedavg", f"backend.pause_file={pause}")
+    grid = SimpleNamespace(get_node_ids=lambda: [100, 101, 102])
+    assert len(list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid=grid))) == 3
+    removed_at = []
+
+    def remove_later():
+        time.sleep(1.0)
+        removed_at.append(time.monotonic())
+        pause.unlink()
+
+    remover = threading.Thread(target=remove_later)
+    remover.start()
+    msgs = list(strategy.configure_train(2, ArrayRecord(), ConfigRecord(), grid=grid))
+    sent_at = time.monotonic()
+    remover.join()
+    assert len(msgs) == 3 and removed_at and sent_at >= removed_at[0]
