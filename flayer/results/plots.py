@@ -25,11 +25,14 @@ def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> None:
         ax.fill_between(x, [m - s for m, s in zip(mean, std, strict=True)],
                         [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2,
                         label="± std across clients")
+        ax.legend(loc="lower right")
+    else:  # e.g. every evaluation failed: say so on the plot, not with an empty legend
+        ax.text(0.5, 0.5, "no evaluated round", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_xlabel("round")
     ax.set_ylabel("personalized test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
     tr = [r for r in rows if r["train_loss"] != ""]
     bx.plot([r["round"] for r in tr], [r["train_loss"] for r in tr], marker=".")
     bx.set_xlabel("round")
