@@ -2,8 +2,6 @@
 name when imported. Every module in this package is imported, so adding a method means
 adding its module here and its `conf/strategy/<name>.yaml`."""
 
-import importlib
-import pkgutil
+from flayer.registry import import_modules
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, __path__)

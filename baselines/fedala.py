@@ -51,11 +51,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from flayer.config import Config, StrategyConfig
-from flayer.errors import require as check_setting
 from flayer.layers import LayerMap
 from flayer.method import ClientMethod, load_params, register_method
 from flayer.strategy import PflStrategy
-from flayer.training import EvalResult, batches
+from flayer.training import EvalResult, batches, only_trainable
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +75,19 @@ class FedAlaConfig(StrategyConfig):
     max_start_passes: int = 100
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        def require(ok: bool, key: str, value: object, allowed: str) -> None:
-            check_setting(ok, f"strategy.{key}", value, allowed)
-
-        require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
-                "must be a finite number > 0")
-        require(0 < self.rand_percent <= 100, "rand_percent", self.rand_percent,
-                "must be in (0, 100]")
-        require(1 <= self.P <= layers.num_tensors, "P", self.P,
-                f"must be in [1, {layers.num_tensors}] (parameter tensors of {cfg.model.name})")
-        require(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
-                self.threshold, "must be a finite number > 0")
-        require(self.num_pre_loss >= 2, "num_pre_loss", self.num_pre_loss,
-                "must be >= 2 (a std of one loss is always 0)")
-        require(self.max_start_passes >= 1, "max_start_passes", self.max_start_passes,
-                "must be >= 1")
+        self.require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
+                     "must be a finite number > 0")
+        self.require(0 < self.rand_percent <= 100, "rand_percent", self.rand_percent,
+                     "must be in (0, 100]")
+        self.require(1 <= self.P <= layers.num_tensors, "P", self.P,
+                     f"must be in [1, {layers.num_tensors}] (parameter tensors of "
+                     f"{cfg.model.name})")
+        self.require(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
+                     self.threshold, "must be a finite number > 0")
+        self.require(self.num_pre_loss >= 2, "num_pre_loss", self.num_pre_loss,
+                     "must be >= 2 (a std of one loss is always 0)")
+        self.require(self.max_start_passes >= 1, "max_start_passes", self.max_start_passes,
+                     "must be >= 1")
 
 
 class FedAlaClient(ClientMethod):
@@ -143,12 +140,9 @@ class FedAlaClient(ClientMethod):
             # BatchNorm may update running statistics in train mode: on copies, never the
             # client's own.
             buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
-            trainable = [p.requires_grad for p in params.values()]
             losses: list[float] = []
             self.model.train()
-            try:
-                for p in params.values():
-                    p.requires_grad_(False)
+            with only_trainable(self.model, ()):  # only W learns
                 while True:
                     for b in batches(len(idx), self.cfg.batch_size, None):
                         sel = idx[b]
@@ -178,9 +172,6 @@ class FedAlaClient(ClientMethod):
                                     self.env.partition_id, passes, len(recent),
                                     float(np.std(recent)), st.threshold)
                         break
-            finally:
-                for p, flag in zip(params.values(), trainable, strict=True):
-                    p.requires_grad_(flag)
         with torch.no_grad():
             for n in top:
                 params[n].copy_(local[n] + diff[n] * weights[n])
@@ -188,8 +179,8 @@ class FedAlaClient(ClientMethod):
                            for n, w in weights.items()})
         return passes
 
-    def evaluate(self) -> tuple[EvalResult, dict[str, float]]:
-        result, _ = super().evaluate()
+    def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
+        result, _ = super().evaluate(version)
         return result, {"ala-passes": float(self.meta.get(PASSES, 0))}
 
 

@@ -227,8 +227,7 @@ class FedCPClient(ClientMethod):
         return FitResult(Upload(arrays=self.model.upload_arrays()), self.env.data.num_train,
                          stats.mean_loss, metrics=stats.mean_terms())
 
-    def evaluate(self) -> tuple[EvalResult, dict[str, float]]:
-        version = int(self.meta.get("version", 0))
+    def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         self.model.noise = self.generator("fedcp-eval-gumbel", version)
         try:
             return self.evaluate_on(self.env.data.x_test, self.env.data.y_test), {}

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from flwr.app import ArrayRecord, MessageType
+from flwr.app import MessageType
 from flwr.serverapp import Grid
 from torch import nn
 
@@ -55,6 +55,7 @@ from flayer.method import (
     register_method,
     shared_params,
 )
+from flayer.results.record import RoundRecord
 from flayer.strategy import PflStrategy, to_record
 from flayer.training import Terms
 from flayer.upload import TensorSpec, Upload, UploadSpec
@@ -185,21 +186,21 @@ class FedDBEStrategy(PflStrategy):
         return {name: TensorSpec(tuple(arr.shape)) for name, arr in global_arrays.items()
                 if name != GLOBAL_MEAN}
 
-    def prepare_round0(self, grid: Grid, arrays: ArrayRecord, timeout: float) -> ArrayRecord:
-        nodes = sorted(grid.get_node_ids())
-        messages = [self._message(arrays, node, MessageType.TRAIN, 0, **{PHASE: PHASE_MEAN})
+    def prepare_round0(self, grid: Grid, rec: RoundRecord, timeout: float) -> None:
+        arrays = to_record(self.global_arrays)
+        nodes = self.roster.served(self.roster.partitions).values()
+        messages = [self.message(arrays, node, MessageType.TRAIN, 0, **{PHASE: PHASE_MEAN})
                     for node in nodes]
         replies = grid.send_and_receive(messages, timeout=timeout)
         spec = {FEATURE_MEAN: TensorSpec((self.width,))}
-        accepted = self.collect(0, replies, spec, expected=len(messages))
+        accepted = self.collect(0, replies, spec, len(messages), rec)
         if not accepted:
             raise RuntimeError("FedDBE: no client reported its feature mean in round 0")
         zero = {FEATURE_MEAN: np.zeros(self.width, dtype=np.float32)}
         mean = aggregate([c for _, c, _ in accepted], zero)[FEATURE_MEAN]
         log.info("FedDBE: global feature mean from %d clients (norm %.4f)", len(accepted),
                  float(np.linalg.norm(mean)))
-        self._global = {**self._global, GLOBAL_MEAN: mean}
-        return to_record(self._global)
+        self.global_arrays = {**self.global_arrays, GLOBAL_MEAN: mean}
 
 
 register_method("feddbe", FedDBEConfig, FedDBEClient, FedDBEStrategy)

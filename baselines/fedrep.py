@@ -20,8 +20,6 @@ Settings (conf/strategy/fedrep.yaml):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +30,7 @@ from flayer.config import Config
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap
 from flayer.method import FitResult, register_method
-from flayer.training import TrainStats
+from flayer.training import TrainStats, only_trainable
 
 
 @dataclass
@@ -52,30 +50,18 @@ class FedRepClient(FedPerClient):
     train_metrics = ("head-loss",)  # train-loss is the body phase's
     settings: FedRepConfig
 
-    @contextmanager
-    def only(self, names: set[str]) -> Iterator[list[torch.nn.Parameter]]:
-        """Freeze every parameter but `names` (no gradients at all, so the frozen ones cannot
-        move), yield the trainable ones, and restore `requires_grad` afterwards."""
-        params = dict(self.model.named_parameters())
-        was = {n: p.requires_grad for n, p in params.items()}
-        for n, p in params.items():
-            p.requires_grad_(n in names)
-        try:
-            yield [p for n, p in params.items() if n in names]
-        finally:
-            for n, p in params.items():
-                p.requires_grad_(was[n])
-
     def train_head(self, version: int) -> TrainStats:
         head = set(self.env.layers.param_names) - set(self.body)
-        with self.only(head) as trainable:
-            return self.train_model(self.model, torch.optim.SGD(trainable, lr=self.lr), version,
-                                    purpose="head", epochs=self.settings.head_epochs)
+        with only_trainable(self.model, head) as trainable:
+            optimizer = torch.optim.SGD(trainable.values(), lr=self.lr)
+            return self.train_model(self.model, optimizer, version, purpose="head",
+                                    epochs=self.settings.head_epochs)
 
     def train_body(self, version: int) -> TrainStats:
-        with self.only(set(self.body)) as trainable:
-            return self.train_model(self.model, torch.optim.SGD(trainable, lr=self.lr), version,
-                                    purpose="body", epochs=self.cfg.local_epochs)
+        with only_trainable(self.model, self.body) as trainable:
+            optimizer = torch.optim.SGD(trainable.values(), lr=self.lr)
+            return self.train_model(self.model, optimizer, version, purpose="body",
+                                    epochs=self.cfg.local_epochs)
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         head_stats = self.train_head(version)

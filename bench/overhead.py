@@ -1,11 +1,13 @@
-"""What does running FLAYER through Flower + Ray cost over a plain PyTorch loop?
+"""What does running FLAYER through Flower + Ray cost over the same work in one process?
 
 One warm FLAYER round (round 2) with 20 clients on Fashion-MNIST through our simulation,
-against the same work done in one process by a plain loop over the same client objects:
-train every client with adaptive rates and mask its upload, aggregate, then initialize every
-client from the new global model (mix + head pass) and evaluate it. Prints both times and,
-last, their ratio. Ray's start-up and the simulation's peak memory (summed PSS of the whole
-process tree, from /proc/<pid>/smaps_rollup) are printed separately.
+against the same rounds run in this process by the package's in-process grid
+(`flayer.apps.inprocess`: the same strategy and ClientApp handlers, messages handed straight
+to them, one client after another): train every client with adaptive rates and mask its
+upload, aggregate, then initialize every client from the new global model (mix + head pass)
+and evaluate it. Prints both times and, last, their ratio. Ray's start-up and the
+simulation's peak memory (summed PSS of the whole process tree, from
+/proc/<pid>/smaps_rollup) are printed separately.
 
     python bench/overhead.py [--clients 20] [--rounds 2] [overrides...]
 """
@@ -17,22 +19,19 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from flwr.app import RecordDict  # noqa: E402
 
-from flayer.aggregation import aggregate  # noqa: E402
-from flayer.catalog import METHODS  # noqa: E402
-from flayer.data.federated import client_splits, dataset, load_client  # noqa: E402
-from flayer.layers import LayerMap  # noqa: E402
-from flayer.method import ClientEnv, build_model  # noqa: E402
-from flayer.strategy import RoundRecord  # noqa: E402
-from flayer.upload import decode, encode  # noqa: E402
+from flayer.apps.inprocess import run_in_process  # noqa: E402
+from flayer.compose import compose_dict  # noqa: E402
+from flayer.config import to_config  # noqa: E402
+from flayer.data.federated import client_splits  # noqa: E402
+from flayer.results.record import RoundRecord  # noqa: E402
 from flayer.validation import validate  # noqa: E402
-from tests.helpers import make_config  # noqa: E402
 
 
 # ---- memory of the process tree ---------------------------------------------------------------
@@ -95,42 +94,14 @@ def simulated_rounds(cfg) -> tuple[float, float, dict[int, float]]:
     return first_end - first.seconds - t0, t1 - seen[-1][0], {r.round: r.seconds for _, r in seen}
 
 
-# ---- the same work in a plain loop --------------------------------------------------------------
-def plain_rounds(cfg, rounds: int) -> dict[int, float]:
-    method = METHODS.get(cfg.strategy.name)
-    spec = dataset(cfg).spec
-    model = build_model(cfg, spec)
-    layers = LayerMap(model)
-    strategy = method.strategy(cfg, cfg.strategy, layers)
-    glob = strategy.initial_global(model)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    clients = []
-    for k in range(cfg.num_clients):
-        data = load_client(cfg, k, method.client.holdout_fraction(cfg.strategy))
-        m = build_model(cfg, spec)
-        env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=k, data=data,
-                        layers=layers, device=device)
-        clients.append(method.client(env, m))
-
-    def sync_and_evaluate(version: int) -> None:
-        for c in clients:
-            c.receive(glob, version)
-            c.evaluate()
-
-    t = time.perf_counter()
-    sync_and_evaluate(0)
-    times = {0: time.perf_counter() - t}
-    for r in range(1, rounds + 1):
-        t = time.perf_counter()
-        results = [c.fit(glob, r - 1) for c in clients]
-        spec = strategy.upload_spec(glob)
-        # through the wire format, as in the simulation: kept values, packed masks, checks
-        contributions = [decode(RecordDict(encode(res.upload)), spec, res.num_examples)
-                         for res in results]
-        glob = aggregate(contributions, glob)
-        sync_and_evaluate(r)
-        times[r] = time.perf_counter() - t
-    return times
+# ---- the same rounds in one process --------------------------------------------------------------
+def in_process_rounds(cfg) -> dict[int, float]:
+    """round -> seconds of the same run in this process (no Ray, no message transport), with
+    torch using every CPU, as the simulation's actors together do."""
+    every_cpu = replace(cfg, backend=replace(cfg.backend, client_cpus=float(os.cpu_count() or 1)))
+    seen: dict[int, float] = {}
+    run_in_process(every_cpu, lambda rec: seen.__setitem__(rec.round, rec.seconds))
+    return seen
 
 
 def main() -> None:
@@ -139,12 +110,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="the last round is the one timed")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. partition.alpha=0.5")
     args = parser.parse_args()
-    cfg = make_config(f"num_clients={args.clients}", f"num_rounds={args.rounds}",
-                      "progress=false", *args.overrides)
+    cfg = to_config(compose_dict([f"num_clients={args.clients}", f"num_rounds={args.rounds}",
+                                  "progress=false", *args.overrides]))
     validate(cfg)
     client_splits(cfg)  # build the data cache outside both timings
     r = args.rounds
-    print(f"FLAYER, {cfg.dataset.name}, {cfg.num_clients} clients, Dir({cfg.partition.alpha}), "
+    split = ", ".join(f"{k}={v}" for k, v in cfg.partition.summary_fields().items())
+    print(f"{cfg.strategy.name}, {cfg.dataset.name}, {cfg.num_clients} clients, {split}, "
           f"batch {cfg.batch_size}; timing round {r}", flush=True)
 
     mem = PeakMemory()
@@ -155,14 +127,14 @@ def main() -> None:
     print(f"peak memory of the simulation's process tree (summed PSS): {peak / 2**30:.2f} GiB")
     print("simulation rounds: " + ", ".join(f"{k}: {v:.1f} s" for k, v in sim.items()))
 
-    plain = plain_rounds(cfg, r)
-    print(f"plain loop (one process, {torch.get_num_threads()} torch threads) rounds: "
+    plain = in_process_rounds(cfg)
+    print(f"in one process ({torch.get_num_threads()} torch threads) rounds: "
           + ", ".join(f"{k}: {v:.1f} s" for k, v in plain.items()))
     print(f"ray and actor start-up, estimated as round 0 in the simulation minus round 0 in "
-          f"the plain loop (not in the ratio): {startup + sim[0] - plain[0]:.1f} s")
+          f"one process (not in the ratio): {startup + sim[0] - plain[0]:.1f} s")
     print(f"simulation round {r}: {sim[r]:.2f} s")
-    print(f"plain loop round {r}: {plain[r]:.2f} s")
-    print(f"ratio simulation / plain: {sim[r] / plain[r]:.2f}")
+    print(f"in-process round {r}: {plain[r]:.2f} s")
+    print(f"ratio simulation / in-process: {sim[r] / plain[r]:.2f}")
 
 
 if __name__ == "__main__":

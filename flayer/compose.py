@@ -10,21 +10,17 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from flayer.config import Config, register_schemas, to_config
+from flayer.config import Config, to_config
+from flayer.schemas import register_schemas
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-@functools.lru_cache(maxsize=1)
-def _register() -> None:
-    register_schemas()
 
 
 def compose_dict(overrides: Sequence[str] = ()) -> DictConfig:
     """conf/ composed with Hydra overrides, as run.py would compose it."""
     if not CONF_DIR.is_dir():
         raise FileNotFoundError(f"no conf/ folder at {CONF_DIR}; install flayer with pip -e")
-    _register()
+    register_schemas()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from flayer.errors import require
 
 if TYPE_CHECKING:
     from flayer.layers import LayerMap
@@ -19,6 +21,15 @@ class StrategyConfig:
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
         """Raise ConfigError for a bad method setting (the model's layers are known here)."""
+
+    def require(self, ok: bool, key: str, value: Any, allowed: str) -> None:
+        """ConfigError naming `strategy.<key>` unless ok: one line per rule in `check`."""
+        require(ok, f"strategy.{key}", value, allowed)
+
+    def summary_fields(self) -> dict[str, Any]:
+        """Settings of this method that a run's summary.json shows next to the run-wide ones
+        (those that change what its accuracy means)."""
+        return {}
 
 
 @dataclass
@@ -36,31 +47,51 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    """A model and its reference values for the paper's setups."""
+    """A model and its reference learning rate for the paper's setups (a method's own
+    per-model values live with the method)."""
 
     name: str = MISSING
-    lr: float = 0.005  # reference learning rate for this model
-    P: int = 2  # FLAYER: number of top parameter tensors mixed and trained by the head pass
-    s: float | None = None  # FLAYER: rate scale; null = number of layers - 1
-    c: float = 1.0  # FLAYER: rate multiplier
-    head_rate: float = 0.2  # FLAYER: head learning rate as a fraction of lr
-    # FLAYER with reference_quirks: the reference's starting rates, as multiples of lr
-    quirk_rates: list[float] | None = None
+    lr: float = MISSING  # reference learning rate for this model (its yaml gives it)
 
 
 @dataclass
 class PartitionConfig:
+    """Base of every partitioner's settings: the fields all schemes share. Each scheme
+    subclasses it with its own fields and rules in flayer/data/partitioners/<name>.py."""
+
     name: str = MISSING
-    alpha: float = 0.1  # Dirichlet concentration
     # Smallest client; null = int(min(40, pool / (2 * num_clients))).
     min_partition_size: int | None = None
     train_fraction: float = 0.75  # per-client train share; the rest is the client's test data
-    # Pathological: the number of classes each client holds, and how they are picked:
-    # "first-deterministic" (with C classes: client k gets class k mod C plus random others, as
-    # in Li et al., "Federated Learning on Non-IID Data Silos"), "deterministic" (classes k,
-    # k+1, ... mod C) or "random" (any classes, drawn with the run seed).
-    classes_per_client: int = 2
-    class_assignment: str = "first-deterministic"
+
+    def least_size(self, pool: int, num_clients: int) -> int:
+        """The smallest client a split may give: the setting, else PFLlib's default, so that
+        default runs match the reference's splits."""
+        if self.min_partition_size is not None:
+            return self.min_partition_size
+        return int(min(40, pool / (2 * num_clients)))
+
+    def check(self, cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
+        """Raise ConfigError for a bad shared setting, from the pool's size alone (known before
+        any decoding). A scheme checks its own fields first, then calls this."""
+        require(0 < self.train_fraction < 1, "partition.train_fraction", self.train_fraction,
+                "must be in (0, 1)")
+        require(self.min_partition_size is None or self.min_partition_size >= 2,
+                "partition.min_partition_size", self.min_partition_size,
+                "must be >= 2 (a client needs a train and a test sample) or null")
+        most = pool // 2
+        require(cfg.num_clients <= most, "num_clients", cfg.num_clients,
+                f"{dataset} has {pool} samples: at most {most} clients "
+                "(each needs a train and a test sample)")
+        size = self.least_size(pool, cfg.num_clients)
+        require(max(size, 2) * cfg.num_clients <= pool, "partition.min_partition_size", size,
+                f"{cfg.num_clients} clients x {size} samples exceed the {pool} samples of "
+                f"{dataset}")
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What identifies the split in a run's summary.json: the scheme, plus the settings
+        that change what its accuracy means (a scheme adds its own)."""
+        return {"partition": self.name}
 
 
 @dataclass
@@ -77,6 +108,15 @@ class BackendConfig:
     min_nodes: int | None = None
     node_wait: float = 300.0
     pause_file: str | None = None
+
+
+@dataclass
+class DeployBackendConfig(BackendConfig):
+    """Flower's deployment engine: real machines answer slower, and a run goes on with the
+    SuperNodes it has."""
+
+    round_timeout: float = 600.0
+    min_nodes: int | None = 1
 
 
 @dataclass
@@ -101,22 +141,6 @@ class Config:
     @property
     def learning_rate(self) -> float:
         return self.model.lr if self.lr is None else self.lr
-
-
-def register_schemas() -> None:
-    """Put the schemas in Hydra's ConfigStore (each method adds its own on import)."""
-    from hydra.core.config_store import ConfigStore
-
-    from flayer.catalog import METHODS
-
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="partition", name="partition_schema", node=PartitionConfig)
-    cs.store(group="backend", name="backend_schema", node=BackendConfig)
-    for name in METHODS:
-        cs.store(group="strategy", name=f"{name}_schema", node=METHODS.get(name).config)
 
 
 def to_config(cfg: DictConfig) -> Config:

@@ -3,24 +3,30 @@ job starts, so a bad value in job 7 does not surface after six finished simulati
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra import compose
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from flayer.errors import ConfigError, DataError
-from flayer.results.recorder import has_results
+from flayer.rundir import has_results
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """Every job's override list, as the basic sweeper will run them."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    """Every job's override list, as Hydra's basic sweeper runs them: the cartesian product
+    of the swept values, in command-line order."""
+    choices = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.get_value_element_as_str()])
+        choices.append([f"{key}={value}" for value in values])
+    return [list(job) for job in itertools.product(*choices)]
 
 
 class CheckEveryJob(Callback):

@@ -24,9 +24,11 @@ EVALUATED = "evaluated"
 INIT_VERSION = "init-version"  # the global model version the client's model was set up from
 STATE_HASH = "state-hash"  # hash of the personal state the client keeps after the message
 
-# Personal state in context.state
+# Personal state in context.state: the method's arrays and metadata, and the app's bookkeeping
 STATE_ARRAYS = "personal.arrays"
 STATE_META = "personal.meta"
+STATE_APP = "app.meta"  # ConfigRecord: {STATE_VERSION: the global version the state is set up from}
+STATE_VERSION = "version"
 
 # Run config under `flwr run` ([tool.flwr.app.config] in pyproject.toml)
 RUN_OVERRIDES = "overrides"  # Hydra overrides as one string, e.g. "strategy=ditto num_rounds=5"

@@ -71,7 +71,8 @@ class FitResult:
 class ClientMethod:
     """A method's client side. One instance serves one message: the ClientApp restores its
     personal state, calls `receive` when a new global model version arrives, then `fit` or
-    `evaluate`, and stores `state()` back. Subclasses override only what their method changes.
+    `evaluate`, and stores `state()` back. `meta` and `extra` belong to the method alone (the
+    app keeps its own bookkeeping apart). Subclasses override only what their method changes.
     """
 
     #: names of the extra train metrics every fit reports (FitResult.metrics), beyond
@@ -118,8 +119,9 @@ class ClientMethod:
             train_loss=stats.mean_loss,
         )
 
-    def evaluate(self) -> tuple[EvalResult, dict[str, float]]:
-        """The personalized model on the client's test data, plus method-specific metrics."""
+    def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
+        """The personalized model (set up from global model `version`) on the client's test
+        data, plus method-specific metrics."""
         return self.evaluate_on(self.env.data.x_test, self.env.data.y_test), {}
 
     # ---- helpers for subclasses -----------------------------------------------------------
@@ -157,6 +159,10 @@ class Method:
     config: type[StrategyConfig]
     client: type[ClientMethod]
     strategy: type  # a PflStrategy subclass (flayer.strategy)
+
+    def build_strategy(self, cfg: Config, layers: LayerMap) -> Any:
+        """The method's server strategy for this run (a PflStrategy)."""
+        return self.strategy(cfg, cfg.strategy, layers, train_metrics=self.client.train_metrics)
 
 
 METHODS: Registry[Method] = Registry("method")

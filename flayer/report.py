@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flayer.results.report import report
+from flayer.results.comparison import report  # the work; this module is the command line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 
 import numpy as np
 import torch
@@ -23,11 +22,3 @@ def torch_generator(seed: int, *parts: object) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(derive_seed(seed, *parts))
     return gen
-
-
-def seed_process(seed: int, *parts: object) -> None:
-    """Seed the global RNGs of this process (for anything that draws from them)."""
-    s = derive_seed(seed, *parts)
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    torch.manual_seed(s)

@@ -1,20 +1,17 @@
-"""Runs one experiment in Flower's Ray-backed simulation (the only use of run_simulation)."""
+"""Runs a run's apps in Flower's Ray-backed simulation (the only use of run_simulation)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from flayer.apps.client_app import make_client_app
 from flayer.apps.server_app import make_server_app
-from flayer.catalog import METHODS
 from flayer.config import Config
-from flayer.results.recorder import RunRecorder
 from flayer.strategy import RoundCallback
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -63,19 +60,3 @@ def run_apps(cfg: Config, on_round: RoundCallback) -> None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved_pp
-
-
-def simulate(cfg: Config, run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Run the experiment; writes the run directory and returns the summary."""
-    recorder = RunRecorder(run_dir, info, cfg.num_rounds, progress=cfg.progress,
-                           train_metrics=METHODS.get(cfg.strategy.name).client.train_metrics)
-    try:
-        run_apps(cfg, recorder)
-    finally:
-        summary = recorder.finish()
-    if not summary["complete"]:
-        raise RuntimeError(
-            f"the simulation stopped after round {summary['rounds_completed']} of "
-            f"{cfg.num_rounds}; see the log above. Partial results are in {run_dir}"
-        )
-    return summary

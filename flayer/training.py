@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -46,6 +47,25 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None) -> Itera
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else n
         yield order[start:end]
+
+
+@contextmanager
+def only_trainable(model: nn.Module, names: Collection[str]) -> Iterator[dict[str, nn.Parameter]]:
+    """Freeze every parameter but `names` (no gradient at all, so a frozen one cannot move,
+    whatever the optimizer), yield the trainable ones by name in the model's order, and give
+    every parameter back the `requires_grad` it had, also when training fails."""
+    params = dict(model.named_parameters())
+    unknown = set(names) - set(params)
+    if unknown:
+        raise KeyError(f"no parameters {sorted(unknown)} in {type(model).__name__}")
+    was = {n: p.requires_grad for n, p in params.items()}
+    for n, p in params.items():
+        p.requires_grad_(n in names)
+    try:
+        yield {n: p for n, p in params.items() if n in names}
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(was[n])
 
 
 @dataclass

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from flayer.catalog import METHODS
 from flayer.config import Config
-from flayer.data.federated import client_splits, dataset, min_partition_size, source_of
+from flayer.data.federated import client_splits, dataset, source_of
 from flayer.data.partitioners import PARTITIONERS
-from flayer.data.partitioners.pathological import ASSIGNMENTS
 from flayer.data.source import DataSource
 from flayer.errors import ConfigError, DataError, require
 from flayer.layers import LayerMap
@@ -23,11 +22,7 @@ def validate(cfg: Config) -> None:
     require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
     require(cfg.local_epochs >= 1, "local_epochs", cfg.local_epochs, "must be >= 1")
     require(cfg.lr is None or cfg.lr > 0, "lr", cfg.lr, "must be > 0 (or null for the model's)")
-    for key in ("lr", "c", "head_rate"):
-        value = getattr(cfg.model, key)
-        require(value > 0, f"model.{key}", value, "must be > 0")
-    require(cfg.model.s is None or cfg.model.s > 0, "model.s", cfg.model.s,
-             "must be > 0 (or null for layers - 1)")
+    require(cfg.model.lr > 0, "model.lr", cfg.model.lr, "must be > 0")
     require(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device,
              "must be one of auto, cpu, cuda")
     if cfg.device == "cuda":
@@ -65,38 +60,19 @@ def _check_backend(cfg: Config) -> None:
 
 
 def _known_classes(source: DataSource) -> int | None:
-    """The number of classes where the source knows it before `fit` (else None: the
+    """The number of classes where the dataset fixes it without data (else None: the
     partitioner then checks against the labels themselves)."""
-    try:
-        return source.spec.num_classes
-    except (NotImplementedError, AttributeError, RuntimeError):
-        return None
+    spec = source.static_spec(source.cfg)
+    return spec.num_classes if spec is not None else None
 
 
 def _check_partition(cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
+    """The scheme must be known and its settings of that scheme's class (partition.name
+    changed alone would hand one scheme another's settings); the settings check the rest."""
     p = cfg.partition
     require(p.name in PARTITIONERS, "partition.name", p.name,
-             f"must be one of {', '.join(PARTITIONERS.names())}")
-    if p.name == "dirichlet":
-        require(p.alpha > 0, "partition.alpha", p.alpha, "must be > 0")
-    if p.name == "pathological":
-        k = p.classes_per_client
-        allowed = (f"must be from 1 to {classes} ({dataset} has {classes} classes)" if classes
-                   else f"must be from 1 to the number of classes of {dataset}")
-        require(k >= 1 and (classes is None or k <= classes), "partition.classes_per_client", k,
-                allowed)
-        require(p.class_assignment in ASSIGNMENTS, "partition.class_assignment",
-                 p.class_assignment, f"must be one of {', '.join(ASSIGNMENTS)}")
-    require(0 < p.train_fraction < 1, "partition.train_fraction", p.train_fraction,
-             "must be in (0, 1)")
-    require(p.min_partition_size is None or p.min_partition_size >= 2,
-             "partition.min_partition_size", p.min_partition_size,
-             "must be >= 2 (a client needs a train and a test sample) or null")
-    most = pool // 2
-    require(cfg.num_clients <= most, "num_clients", cfg.num_clients,
-             f"{dataset} has {pool} samples: at most {most} clients "
-             "(each needs a train and a test sample)")
-    size = min_partition_size(cfg)
-    require(max(size, 2) * cfg.num_clients <= pool, "partition.min_partition_size", size,
-             f"{cfg.num_clients} clients x {size} samples exceed the {pool} samples of "
-             f"{dataset}")
+            f"must be one of {', '.join(PARTITIONERS.names())}")
+    require(isinstance(p, PARTITIONERS.get(p.name).settings), "partition.name", p.name,
+            f"must be the scheme of the chosen settings ({type(p).__name__}); choose the "
+            f"scheme with partition={p.name}, not partition.name")
+    p.check(cfg, pool, dataset, classes)

@@ -37,10 +37,11 @@ def cache_dir(tmp_path):
 @pytest.fixture
 def small(fake_fmnist, cache_dir):
     """A config maker for fast in-process runs: 3 clients, 2 rounds on fake Fashion-MNIST."""
-    from tests.helpers import make_config
+    from tests.helpers import make_config, small_data_tuning
 
     def cfg(*overrides):
         return make_config(f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}",
                            "num_clients=3", "num_rounds=2", "partition.alpha=1.0", "batch_size=4",
-                           "lr=0.01", "model.c=4", "progress=false", *overrides)
+                           "lr=0.01", "progress=false", *small_data_tuning(overrides),
+                           *overrides)
     return cfg

@@ -1,91 +1,65 @@
-"""An in-process Grid: the real ServerApp logic and the real ClientApp handlers, with one
-Context per node and no Ray, so whole methods can be tested in seconds."""
+"""The package's in-process grid with faults a test can inject: nodes that go away from a
+round on, and nodes that restart (a new node id, empty memory)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import numpy as np
+from flwr.app import Message, MessageType
 
-from flwr.app import Context, Message, MessageType, RecordDict
-from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
-
-from flayer.apps.client_app import handle_evaluate, handle_query, handle_train
-from flayer.apps.server_app import run_server
+from flayer import keys
+from flayer.apps.inprocess import FIRST_NODE, InProcessGrid, run_in_process
 from flayer.config import Config
-from flayer.strategy import PflStrategy, RoundRecord
+from flayer.results.record import RoundRecord
+from flayer.strategy import PflStrategy
 
-FIRST_NODE = 1000
 
-
-class LocalGrid(Grid):
+class LocalGrid(InProcessGrid):
     def __init__(self, cfg: Config, down: dict[int, int] | None = None,
                  node_config: dict | None = None) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, node_config)
         self.down = down or {}  # partition id -> first server round its node is gone
-        self.node_config = node_config or {}  # extra node config of every node
-        self.contexts = {FIRST_NODE + k: self._context(FIRST_NODE + k, k)
-                         for k in range(cfg.num_clients)}
-        self.queried: list[int] = []  # nodes asked which partition they hold
-
-    def _context(self, node: int, partition_id: int) -> Context:
-        config = {"partition-id": partition_id, "num-partitions": self.cfg.num_clients,
-                  **self.node_config}
-        return Context(run_id=1, node_id=node, node_config=config, state=RecordDict(),
-                       run_config={})
+        self.queried: list[tuple[int, int]] = []  # (round, node) asked which partition
 
     def restart(self, partition_id: int) -> int:
         """The partition's node comes back as a new node (new id, empty memory)."""
         old = next(n for n, c in self.contexts.items()
-                   if c.node_config["partition-id"] == partition_id)
+                   if c.node_config[keys.NODE_PARTITION_ID] == partition_id)
         del self.contexts[old]
         node = max(self.contexts, default=FIRST_NODE) + 100
-        self.contexts[node] = self._context(node, partition_id)
+        self.contexts[node] = self.new_context(node, partition_id)
         return node
 
-    def set_run(self, run_id: int) -> None:  # pragma: no cover - unused
-        pass
+    def deliver(self, msg: Message) -> Message | None:
+        node = msg.metadata.dst_node_id
+        server_round = int(msg.content[keys.CONFIG][keys.SERVER_ROUND])
+        gone_from = self.down.get(node - FIRST_NODE)
+        if gone_from is not None and server_round >= gone_from:
+            return None  # no reply, as from a node that went away
+        if msg.metadata.message_type == MessageType.QUERY:
+            self.queried.append((server_round, node))
+        return super().deliver(msg)
 
-    @property
-    def run(self):  # pragma: no cover - unused
-        raise NotImplementedError
 
-    def create_message(self, *args, **kwargs):  # pragma: no cover - unused
-        raise NotImplementedError
+class RecordingGrid(LocalGrid):
+    """Keeps every exchange: (message, reply, the node's stored arrays after it)."""
 
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
+    def __init__(self, cfg: Config, **kwargs) -> None:
+        super().__init__(cfg, **kwargs)
+        self.log: list[tuple[Message, Message | None, dict[str, np.ndarray]]] = []
 
-    def push_messages(self, messages):  # pragma: no cover - unused
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover - unused
-        raise NotImplementedError
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout=None) -> list[Message]:
-        replies = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            gone_from = self.down.get(node - FIRST_NODE)
-            if gone_from is not None and msg.content["config"]["server-round"] >= gone_from:
-                continue  # no reply, as from a node that went away
-            context = self.contexts.get(node)
-            if context is None:
-                continue  # a node that is gone sends nothing
-            kind = msg.metadata.message_type
-            if kind == MessageType.QUERY:
-                self.queried.append(node)
-            handler = {MessageType.TRAIN: handle_train, MessageType.EVALUATE: handle_evaluate,
-                       MessageType.QUERY: handle_query}[kind]
-            replies.append(handler(msg, context, self.cfg))
-        return replies
+    def deliver(self, msg: Message) -> Message | None:
+        reply = super().deliver(msg)
+        context = self.contexts.get(msg.metadata.dst_node_id)
+        stored = {} if context is None or keys.STATE_ARRAYS not in context.state else {
+            k: v.numpy().copy() for k, v in context.state[keys.STATE_ARRAYS].items()}
+        self.log.append((msg, reply, stored))
+        return reply
 
 
 def run_local(cfg: Config, down: dict[int, int] | None = None, grid: LocalGrid | None = None,
               on_round=None) -> tuple[PflStrategy, list[RoundRecord], LocalGrid]:
     """Run a whole experiment in this process; returns the strategy and every round.
     `on_round(record, grid)` runs after each round (e.g. to restart a node)."""
-    for attr in ("_run_id", "_node_id", "_task_id"):
-        setattr(TaskIdentity, attr, 1)
     records: list[RoundRecord] = []
     grid = grid or LocalGrid(cfg, down)
 
@@ -94,5 +68,5 @@ def run_local(cfg: Config, down: dict[int, int] | None = None, grid: LocalGrid |
         if on_round is not None:
             on_round(rec, grid)
 
-    strategy = run_server(grid, cfg, record)
+    strategy = run_in_process(cfg, record, grid)
     return strategy, records, grid

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from flayer.config import DatasetConfig
-from flayer.data import agnews, hub
-from flayer.data.agnews import AGNews, read_vocab, tokenize, write_vocab
+from flayer.data import cache, hub
 from flayer.data.federated import client_splits, load_client, splits_file
+from flayer.data.sources.agnews import AGNews, read_vocab, tokenize, write_vocab
 from flayer.errors import ConfigError, DataError
 from tests import hubdata
 from tests.helpers import make_config
@@ -16,11 +16,10 @@ from tests.helpers import make_config
 
 @pytest.fixture(autouse=True)
 def fresh_reads():
-    hub.forget()
-    agnews._POOL_TOKENS.clear()
+    """Tests replace `datasets.load_dataset` and play other processes: nothing read is kept."""
+    cache.forget()
     yield
-    hub.forget()
-    agnews._POOL_TOKENS.clear()
+    cache.forget()
 
 
 def source_for(tmp_path, rows, fmt="save_to_disk", **settings) -> AGNews:
@@ -84,7 +83,7 @@ def test_vocabulary_is_deterministic_and_cached_for_other_processes(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
     # another process: the pool comes from the cache, the data is not read again
-    agnews._POOL_TOKENS.clear()
+    cache.forget()  # as in another process
     other = AGNews(cfg)
     other.data.splits = lambda columns: pytest.fail("the data was read again")
     other.fit(pool.x, np.arange(5), tmp_path / "a")  # the cached vocabulary wins
@@ -99,7 +98,7 @@ def test_a_process_that_did_not_decode_the_pool_builds_the_same_vocabulary(tmp_p
     pool = AGNews(cfg).load()
     here = AGNews(cfg)
     here.fit(pool.x, np.arange(12), tmp_path / "a")
-    agnews._POOL_TOKENS.clear()
+    cache.forget()  # as in another process
     there = AGNews(cfg)
     there.fit(pool.x, np.arange(12), tmp_path / "b")
     assert there.vocab == here.vocab

@@ -9,16 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from flayer.apps.node_state import load_state, state_file, state_hash
 from flayer.data.federated import dataset
-from flayer.data.fmnist import FILES, read_idx
 from flayer.deploy.local import LocalDeployment, find_run_dir, free_port
 from flayer.deploy.processes import members, running
 from flayer.deploy.security import make_node_key
-from tests.helpers import ROOT, make_config, write_fake_fmnist
+from tests import hubdata
+from tests.helpers import ROOT, make_config, small_data_tuning, write_fake_fmnist
 from tests.test_node_data import write_pfllib_client
 
 pytestmark = pytest.mark.slow
@@ -51,7 +50,8 @@ def common(tmp_path, cache_dir):
 
     def overrides(*extra: str, nodes: int = 3) -> str:
         args = [f"dataset.path={data}", f"cache_dir={cache_dir}", f"num_clients={nodes}",
-                "partition.alpha=1.0", "batch_size=10", "lr=0.01", "model.c=4", *extra]
+                "partition.alpha=1.0", "batch_size=10", "lr=0.01", *small_data_tuning(extra),
+                *extra]
         dataset(make_config(*args))  # the split and the pool, before the nodes need them
         return " ".join(args)
 
@@ -110,10 +110,10 @@ def test_three_supernodes_keep_personal_state_across_rounds_and_a_restart(
     wait_for(lambda: rounds_done(run_dir, 1, 3), what="round 1", run=run)
     wait_for(lambda: "holding before round 2" in run.log_text(), what="the hold", run=run)
     file = state_file(str(d.nodes[2].state_dir), run_id_of(run_dir), 2)
-    arrays, meta = load_state(file)
+    saved = load_state(file)
     round1 = by_round(client_rows(run_dir))[1]
-    assert float(round1[2]["state-hash"]) == state_hash(arrays)  # on disk: what it reported
-    assert meta["a_k"] == pytest.approx(float(round1[2]["accuracy"]))
+    assert float(round1[2]["state-hash"]) == state_hash(saved.arrays)  # on disk: as reported
+    assert saved.meta["a_k"] == pytest.approx(float(round1[2]["accuracy"]))
     d.stop_node(2)
     assert not d.nodes[2].proc.running()
     d.start_node(2)  # a new process with the same state directory
@@ -137,8 +137,8 @@ def test_three_supernodes_keep_personal_state_across_rounds_and_a_restart(
         assert float(rows[2][k]["mixed-a"]) == pytest.approx(float(rows[1][k]["accuracy"]))
         hashes = [float(rows[r][k]["state-hash"]) for r in range(3)]
         assert len(set(hashes)) == 3  # the personal state changed every round
-        final, _ = load_state(state_file(str(d.nodes[k].state_dir), outcome.run_id, k))
-        assert state_hash(final) == hashes[2]
+        final = load_state(state_file(str(d.nodes[k].state_dir), outcome.run_id, k))
+        assert state_hash(final.arrays) == hashes[2]
 
 
 def test_a_supernode_killed_during_round_2_is_counted_and_the_run_finishes(
@@ -175,24 +175,25 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
 """
 
 
-def test_tls_with_certificates_made_by_the_test_and_nodes_with_their_own_data(
+def test_tls_with_certificates_made_by_the_test_and_nodes_with_their_own_cifar10(
         common, tmp_path, cache_dir):
     """The one-machine command with TLS from the README's openssl commands; each SuperNode
-    brings its own data (a Fashion-MNIST folder, PFLlib client files), the SuperLink none."""
+    brings its own CIFAR-10 data (a folder in the hub's save_to_disk format, PFLlib client
+    files), the SuperLink none: it builds the model from the dataset's fixed spec."""
     certs = tmp_path / "certs"
     certs.mkdir()
     made = subprocess.run(["bash", "-euc", README_CERTS], cwd=certs, capture_output=True,
                           text=True, env={"SUPERLINK_IP": "127.0.0.2", "PATH": "/usr/bin:/bin"})
     assert made.returncode == 0, made.stderr
-    own = write_fake_fmnist(tmp_path / "node-0-data", n_train=100, n_test=20, seed=1)
-    x = read_idx(own / (FILES["train_x"] + ".gz"))[:, None]
-    y = read_idx(own / (FILES["train_y"] + ".gz")).astype(np.int64)
-    write_pfllib_client(tmp_path / "node-1-data", x[:50], y[:50], n_train=40)
+    own = hubdata.write_cifar10(tmp_path / "node-0-data", n_per_split=20)  # 40 images
+    x, y = hubdata.expected_pool(hubdata.cifar10_dict(n_per_split=25, seed=1), "img", "label")
+    write_pfllib_client(tmp_path / "node-1-data", x, y, n_train=40)  # 40 train, 10 test
     cmd = [sys.executable, "-m", "flayer.deploy", "local", "--nodes", "2",
            "--tls-dir", str(certs), "--data-dir", str(own),
            "--data-dir", str(tmp_path / "node-1-data"),
            "--work-dir", str(tmp_path / "work"), "--output-dir", str(tmp_path / "out"),
-           "strategy=fedavg", "num_rounds=1", f"dataset.path={tmp_path / 'not-on-this-host'}",
+           "strategy=fedavg", "num_rounds=1", "dataset=cifar10",
+           f"dataset.path={tmp_path / 'not-on-this-host'}",
            f"cache_dir={cache_dir}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -210,7 +211,8 @@ def test_tls_with_certificates_made_by_the_test_and_nodes_with_their_own_data(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["complete"] and summary["total_failures"] == 0
     rows = by_round(client_rows(run_dir))
-    assert {k: int(r["test_samples"]) for k, r in rows[1].items()} == {0: 30, 1: 10}
+    assert {k: int(r["test_samples"]) for k, r in rows[1].items()} == {0: 10, 1: 10}
+    assert summary["dataset"] == "cifar10"
     superlink_log = (tmp_path / "work" / "logs" / "superlink.log").read_text()
     assert "--insecure" not in superlink_log
 

@@ -3,17 +3,15 @@
 import json
 
 from flwr.app import Context, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from flayer.apps.client_app import config_of
+from flayer.apps.inprocess import act_as_server
 from flayer.apps.server_app import run_deployed
 from tests.localgrid import LocalGrid
 
 
-def test_deployed_server_app_writes_a_run_directory(fake_fmnist, cache_dir, tmp_path,
-                                                     monkeypatch):
-    for attr in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+def test_deployed_server_app_writes_a_run_directory(fake_fmnist, cache_dir, tmp_path):
+    act_as_server()  # as Flower's ServerApp runner does
     overrides = (f"strategy=fedavg num_clients=3 num_rounds=1 dataset.path={fake_fmnist} "
                  f"cache_dir={cache_dir}")
     run_config = {"overrides": overrides, "output-dir": str(tmp_path / "out")}

@@ -9,16 +9,14 @@ from baselines.ditto import W_BUFFER, DittoClient, DittoStrategy
 from baselines.fedavg import FedAvgClient
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
-from flayer.models import MODELS
 from flayer.training import train
-from tests.helpers import FMNIST_SPEC, TinyBN, make_config
+from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
 
 
 @pytest.fixture
-def tiny_bn(monkeypatch):
-    monkeypatch.setitem(MODELS._items, "tiny_bn", TinyBN)
-    return "model.name=tiny_bn"
+def tiny_bn():
+    return "model.name=tiny_bn"  # tests.helpers registers TinyBN under that name
 
 
 class ProximalOnly(DittoClient):

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from baselines.fedala import PASSES, STARTED, WEIGHT, FedAlaClient, FedAlaStrategy
 from flayer.layers import LayerMap
 from flayer.method import build_model, load_params, shared_params
-from flayer.models import MODELS
-from tests.helpers import FMNIST_SPEC, TinyBN, make_config
+from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
 
 
@@ -133,8 +132,7 @@ def test_later_participations_take_one_pass_and_state_carries_w():
     assert fresh.meta[PASSES] == 1
 
 
-def test_ala_leaves_batchnorm_statistics_alone(monkeypatch):
-    monkeypatch.setitem(MODELS._items, "tiny_bn", TinyBN)
+def test_ala_leaves_batchnorm_statistics_alone():
     client, g1 = joined("model.name=tiny_bn", "strategy.max_start_passes=2")
     before = {k: v.clone() for k, v in client.model.named_buffers()}
     assert int(before["body.1.num_batches_tracked"]) == 5

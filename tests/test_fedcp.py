@@ -129,13 +129,12 @@ def test_upload_is_extractor_cpn_and_the_mean_of_both_heads():
 def test_personal_state_round_trips_and_evaluation_is_reproducible():
     client, glob = setup()
     client.fit(glob, version=0)
-    client.meta["version"] = 0
     arrays, meta = client.state()
     assert "model/context" in arrays
     fresh, _ = setup()
     fresh.load_state(arrays, meta)
-    a, _ = client.evaluate()
-    b, _ = fresh.evaluate()
+    a, _ = client.evaluate(0)
+    b, _ = fresh.evaluate(0)
     assert (a.correct, a.loss_sum) == (b.correct, b.loss_sum)
     for name, value in params(client.model).items():
         np.testing.assert_array_equal(value, params(fresh.model)[name])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
 from baselines.feddbe import (
     FEATURE_MEAN,
@@ -17,13 +17,14 @@ from baselines.feddbe import (
     RUNNING_MEAN,
     FedDBEClient,
     FedDBEConfig,
-    FedDBEStrategy,
 )
 from flayer import keys
 from flayer.aggregation import Contribution
+from flayer.apps.inprocess import act_as_server
+from flayer.catalog import METHODS
 from flayer.layers import LayerMap, features
 from flayer.method import build_model, shared_params
-from flayer.strategy import to_record
+from flayer.results.record import RoundRecord
 from flayer.training import batches
 from flayer.upload import Upload, encode
 from tests.helpers import FMNIST_SPEC, client_env, make_config, mock_reply, tiny_client_data
@@ -154,16 +155,14 @@ class FakeGrid:
 
 
 @pytest.fixture
-def strategy(monkeypatch):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr in ("_run_id", "_node_id", "_task_id"):  # set by the ServerApp at run time
-        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+def strategy():
+    act_as_server()  # Flower stamps new messages with the server's identity
     cfg = make_config("strategy=feddbe", "num_clients=4")
     model = build_model(cfg, FMNIST_SPEC)
-    s = FedDBEStrategy(cfg, cfg.strategy, LayerMap(model))
+    s = METHODS.get("feddbe").build_strategy(cfg, LayerMap(model))
     s.set_initial(model)
-    s._begin(0)
+    for pid in range(4):
+        s.roster.claim(pid, 100 + pid)
     return s
 
 
@@ -177,14 +176,14 @@ def test_global_mean_is_the_sample_weighted_mean_of_the_reports(strategy):
         # node 103 never answers
     }
     grid = FakeGrid(replies)
-    model_arrays = dict(strategy._global)
-    out = strategy.prepare_round0(grid, to_record(model_arrays), timeout=5)
+    model_arrays = dict(strategy.global_arrays)
+    rec = RoundRecord(round=0, model_version=0)
+    strategy.prepare_round0(grid, rec, timeout=5)
+    out = strategy.global_arrays
     expected = (10 * 1.0 + 30 * (4.0 + ramp)) / 40  # = 3.25 + 0.75 * ramp
-    np.testing.assert_allclose(out[GLOBAL_MEAN].numpy(), expected, rtol=1e-6)
-    np.testing.assert_allclose(strategy._global[GLOBAL_MEAN], expected, rtol=1e-6)
+    np.testing.assert_allclose(out[GLOBAL_MEAN], expected, rtol=1e-6)
     for name, value in model_arrays.items():  # the model itself is unchanged
-        np.testing.assert_array_equal(out[name].numpy(), value)
-    rec = strategy._current
+        np.testing.assert_array_equal(out[name], value)
     assert rec.failures == 2  # the bad reply and the silent node
     assert rec.upload_bytes == 2 * w * 4 + 3 * 4  # every reply's arrays count in round 0
     assert sorted(m.metadata.dst_node_id for m in grid.sent) == [100, 101, 102, 103]
@@ -195,20 +194,21 @@ def test_global_mean_is_the_sample_weighted_mean_of_the_reports(strategy):
 
 def test_no_report_at_all_stops_the_run(strategy):
     grid = FakeGrid({100: reply(100, error="boom")})
+    rec = RoundRecord(round=0, model_version=0)
     with pytest.raises(RuntimeError):
-        strategy.prepare_round0(grid, ArrayRecord(), timeout=5)
-    assert strategy._current.failures == 4
+        strategy.prepare_round0(grid, rec, timeout=5)
+    assert rec.failures == 4
 
 
 def test_global_mean_is_never_uploaded_and_survives_aggregation(strategy):
     g = np.full(strategy.width, 2.0, dtype=np.float32)
-    strategy._global = {**strategy._global, GLOBAL_MEAN: g}
-    spec = strategy.upload_spec(strategy._global)
+    held = {**strategy.global_arrays, GLOBAL_MEAN: g}
+    spec = strategy.upload_spec(held)
     assert GLOBAL_MEAN not in spec and set(spec) == set(strategy.layers.param_names)
-    model = {k: v for k, v in strategy._global.items() if k != GLOBAL_MEAN}
+    model = {k: v for k, v in held.items() if k != GLOBAL_MEAN}
     ones = Contribution(10, {k: np.ones_like(v) for k, v in model.items()})
     fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in model.items()})
-    out = strategy.aggregate_contributions([ones, fours], strategy._global)
+    out = strategy.aggregate_contributions([ones, fours], held)
     np.testing.assert_array_equal(out[GLOBAL_MEAN], g)
     np.testing.assert_allclose(out["fc.weight"], 3.25)
 

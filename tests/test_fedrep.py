@@ -106,8 +106,8 @@ def test_strategy_holds_and_declares_only_the_body():
     layers = LayerMap(model)
     strategy = FedRepStrategy(cfg, cfg.strategy, layers)
     strategy.set_initial(model)
-    assert sorted(strategy._global) == sorted(layers.body_params)
-    assert sorted(strategy.upload_spec(strategy._global)) == sorted(layers.body_params)
+    assert sorted(strategy.global_arrays) == sorted(layers.body_params)
+    assert sorted(strategy.upload_spec(strategy.global_arrays)) == sorted(layers.body_params)
 
 
 def test_two_rounds_through_the_apps_upload_only_the_body(fake_fmnist, cache_dir):

@@ -1,10 +1,11 @@
 """FLAYER's client side on a tiny client: head pass, rates kept between rounds, masks."""
 
+import sys
+
 import numpy as np
 import pytest
 
-from flayer.flayer import masking
-from flayer.flayer.method import FlayerClient
+from flayer.flayer import FlayerClient, masking
 from flayer.method import shared_params
 from tests.helpers import make_client as build_client
 from tests.helpers import make_config
@@ -44,13 +45,28 @@ def test_local_init_off_is_a_plain_copy():
         np.testing.assert_array_equal(value, glob[name])
 
 
-def test_fit_recomputes_middle_rates_and_keeps_the_ends():
-    client = make_client()
+def test_fit_recomputes_middle_rates_from_the_gradients_and_keeps_the_ends(monkeypatch):
+    client = make_client("local_epochs=2")
+    adapt = sys.modules[type(client).__module__].adapt_rates
+    seen = []  # per recomputation: each tensor's gradient norm, measured here
+
+    def spy(model, *args, **kwargs):
+        seen.append({n: float(p.grad.norm()) for n, p in model.named_parameters()
+                     if p.grad is not None})
+        return adapt(model, *args, **kwargs)
+
+    monkeypatch.setattr(sys.modules[type(client).__module__], "adapt_rates", spy)
     result = client.fit(shared_params(client.model), version=0)
+    assert len(seen) == 2  # at the first mini-batch of each epoch, and only then
+    # the rates kept are the last epoch's, from the CNN's constants: c = 20, s = L - 1 = 3
+    eta, c, s, layers = client.lr, 20.0, 3.0, client.env.layers
     rates = client.meta["rates"]
-    eta = client.lr
     assert rates[0] == eta and rates[-1] == pytest.approx(eta * 0.2)
-    assert rates[1] != eta and rates[2] != eta  # adaptive (c = 20 for the CNN)
+    for layer in (1, 2):
+        norms = [seen[-1][n] for n in layers.layers[layer].params]
+        expected = np.mean([c * eta * (1 + (layer / s) * np.log(1 + 1 / g)) for g in norms])
+        assert rates[layer] == pytest.approx(expected, rel=1e-6)
+        assert rates[layer] > c * eta  # ln(1 + 1/g) > 0: never below c * eta
     assert result.num_examples == 40 and np.isfinite(result.train_loss)
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from flayer.aggregation import Contribution, aggregate
 from flayer.flayer import masking
 from flayer.flayer.initialization import mix_into
-from flayer.flayer.rates import adapt_rates, initial_rates, layer_rate
+from flayer.flayer.rates import EPS, adapt_rates, initial_rates, layer_rate
 from flayer.layers import LayerMap
 from flayer.upload import Upload, decode, encode
 
@@ -62,26 +62,57 @@ def test_layer_rate_formula():
     assert layer_rate(2, [0.5, 2.0], eta, s, c) == pytest.approx(expected, rel=1e-12)
 
 
+def hand_rate(layer: int, norms: list[float], eta: float, s: float, c: float) -> float:
+    """FLAYER.md's rate written out: the mean over the layer's tensors of
+    c * eta * (1 + (l / s) * ln(1 + 1 / ||grad||)) (a mean of rates, not of norms)."""
+    return sum(c * eta * (1 + (layer / s) * math.log(1 + 1 / g)) for g in norms) / len(norms)
+
+
 def test_adapt_rates_fixes_both_ends_and_adapts_the_middle():
     model = Tiny()
     layers = LayerMap(model)
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 0.1)
+    norms = {}
+    for i, (name, p) in enumerate(model.named_parameters()):
+        p.grad = torch.full_like(p, 0.1 * (i + 1))  # each tensor its own gradient norm
+        norms[name] = 0.1 * (i + 1) * math.sqrt(p.numel())
     eta, h, s, c = 0.005, 0.2, 3.0, 20.0
     rates = adapt_rates(model, layers, [9.0, 9.0, 9.0, 9.0], eta, h, s, c)
     assert rates[0] == eta and rates[3] == pytest.approx(eta * h)
-    for layer in (1, 2):
-        norms = [0.1 * math.sqrt(p.numel()) for n, p in model.named_parameters()
-                 if layers.layer_of[n] == layer]
-        assert rates[layer] == pytest.approx(layer_rate(layer, norms, eta, s, c))
+    # layer 1 = b (grads 0.3 over 36 weights, 0.4 over 2 biases), layer 2 = c (0.5 over 32, 0.6
+    # over 4)
+    assert norms["b.weight"] == pytest.approx(0.3 * 6) and norms["c.bias"] == pytest.approx(1.2)
+    for layer, names in ((1, ("b.weight", "b.bias")), (2, ("c.weight", "c.bias"))):
+        expected = hand_rate(layer, [norms[n] for n in names], eta, s, c)
+        assert rates[layer] == pytest.approx(expected, rel=1e-6)
+    # e.g. layer 1: 20 * 0.005 * (1 + (1/3) * mean(ln(1 + 1/1.8), ln(1 + 1/(0.4 sqrt 2))))
+    assert rates[1] == pytest.approx(0.1 * (1 + (math.log(1 + 1 / 1.8) + math.log(
+        1 + 1 / (0.4 * math.sqrt(2)))) / 6), rel=1e-6)
 
 
 def test_adapt_rates_guards_a_zero_gradient():
+    # ||grad|| = 0 would divide by zero: the rate is the formula's at ||grad|| = EPS, large
+    # (a flat layer takes big steps) but finite
     model = Tiny()
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
-    rates = adapt_rates(model, LayerMap(model), [1.0] * 4, 0.01, 0.2, 3.0, 1.0)
-    assert all(math.isfinite(r) for r in rates)
+    eta, h, s, c = 0.01, 0.2, 3.0, 1.0
+    rates = adapt_rates(model, LayerMap(model), [1.0] * 4, eta, h, s, c)
+    assert rates[0] == eta and rates[3] == pytest.approx(eta * h)
+    for layer in (1, 2):
+        assert rates[layer] == pytest.approx(c * eta * (1 + (layer / s) * math.log(1 + 1 / EPS)))
+        assert rates[layer] > hand_rate(layer, [1e-6], eta, s, c)  # beyond any real gradient's
+    assert rates[1] == pytest.approx(0.01 * (1 + math.log(1 + 1e12) / 3), rel=1e-6)
+
+
+def test_adapt_rates_averages_over_the_tensors_that_have_a_gradient():
+    model = Tiny()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    model.b.bias.grad = None  # no gradient: left out of layer 1's mean
+    model.c.weight.grad = model.c.bias.grad = None  # no gradient at all: layer 2 keeps its rate
+    rates = adapt_rates(model, LayerMap(model), [7.0] * 4, 0.01, 0.2, 3.0, 20.0)
+    assert rates[1] == pytest.approx(hand_rate(1, [6.0], 0.01, 3.0, 20.0))  # ||1 (36 of them)||
+    assert rates[2] == 7.0
 
 
 def test_initial_rates():

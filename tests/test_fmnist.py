@@ -3,7 +3,7 @@ import pytest
 
 from flayer.config import DatasetConfig
 from flayer.data.fetch_fmnist import split_to_arrays, write_idx
-from flayer.data.fmnist import FashionMNIST, read_idx
+from flayer.data.sources.fmnist import FashionMNIST, read_idx
 from flayer.errors import DataError
 from tests.helpers import write_fake_fmnist
 

@@ -13,9 +13,9 @@ import torch
 from PIL import Image as PILImage
 
 from flayer.config import DatasetConfig
-from flayer.data import hub
+from flayer.data import cache, hub
 from flayer.data.federated import load_client
-from flayer.data.images import CIFAR10, CIFAR100, TinyImageNet
+from flayer.data.sources.images import CIFAR10, CIFAR100, TinyImageNet
 from flayer.errors import DataError
 from tests import hubdata
 from tests.helpers import make_config
@@ -29,9 +29,10 @@ SETS = {  # source, generator, its image and label columns
 
 @pytest.fixture(autouse=True)
 def fresh_reads():
-    hub.forget()
+    """Tests replace `datasets.load_dataset` and rewrite folders: nothing read is kept."""
+    cache.forget()
     yield
-    hub.forget()
+    cache.forget()
 
 
 @pytest.fixture
@@ -221,7 +222,7 @@ def test_numbered_class_folders_keep_their_numbers_and_must_fit(tmp_path):
     assert pool.y.tolist() == [3, 7] and pool.x[:, 0, 0, 0].tolist() == [3, 7]
     (tmp_path / "c" / "12").mkdir()
     PILImage.new("RGB", (32, 32)).save(tmp_path / "c" / "12" / "a.png")
-    hub.forget()
+    cache.forget()
     with pytest.raises(DataError, match="label 12"):
         CIFAR10(DatasetConfig(name="cifar10", path=str(tmp_path / "c"))).load()
 

@@ -4,6 +4,7 @@ handlers on an in-process grid (no Ray): the client/strategy contract holds end 
 import numpy as np
 import pytest
 
+from flayer import keys
 from flayer.catalog import METHODS
 from tests.localgrid import run_local
 
@@ -27,8 +28,9 @@ def test_every_method_runs_rounds_through_the_apps(small, method):
 def test_personal_state_survives_rounds(small):
     _, records, grid = run_local(small("strategy=flayer"))
     for ctx in grid.contexts.values():
-        meta = ctx.state["personal.meta"]
-        assert meta["version"] == 2 and "rates" in meta and 0 <= meta["a_k"] <= 1
+        meta = ctx.state[keys.STATE_META]  # the method's own, apart from the app's version
+        assert "rates" in meta and 0 <= meta["a_k"] <= 1 and "version" not in meta
+        assert ctx.state[keys.STATE_APP][keys.STATE_VERSION] == 2
     # the a_k a client mixed with in round 2 is its accuracy evaluated in round 1
     r1 = {c.partition_id: c for c in records[1].clients}
     for c in records[2].clients:
@@ -48,10 +50,15 @@ def test_join_ratio_trains_a_seeded_subset_but_evaluates_all(small):
     assert all(len(r.clients) == 3 for r in records)
 
 
-def test_same_seed_same_numbers(small):
+def test_same_seed_same_numbers_other_seed_other_numbers(small):
     _, a, _ = run_local(small("strategy=flayer", "seed=5"))
     _, b, _ = run_local(small("strategy=flayer", "seed=5"))
+    _, other, _ = run_local(small("strategy=flayer", "seed=6"))
     for ra, rb in zip(a, b, strict=True):
         assert [c.correct for c in ra.clients] == [c.correct for c in rb.clients]
         assert ra.train_loss == rb.train_loss or (ra.train_loss is None and rb.train_loss is None)
     assert np.isfinite(a[-1].train_loss)
+    # the seed reaches the numbers (split, initial model, batches): another seed, others
+    assert [r.train_loss for r in other[1:]] != [r.train_loss for r in a[1:]]
+    assert ([[c.num_test for c in r.clients] for r in other]
+            != [[c.num_test for c in r.clients] for r in a])

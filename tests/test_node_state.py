@@ -7,19 +7,20 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from flayer.apps.client_app import partition_of
-from flayer.apps.node_state import load_state, save_state, state_file, state_hash
+from flayer.apps.node_state import Personal, load_state, save_state, state_file, state_hash
 from tests.localgrid import LocalGrid, run_local
 
 
 def test_state_file_round_trip_is_exact(tmp_path):
     arrays = {"model/fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
               "ala-w/x": np.array([0.5]), "mask": np.array([1, 0], dtype=np.uint8)}
-    meta = {"version": 3, "a_k": 0.25, "rates": [0.1, 0.2], "joined": True}
+    meta = {"a_k": 0.25, "rates": [0.1, 0.2], "joined": True}
     file = state_file(str(tmp_path), 42, 7)
     assert file == tmp_path / "run-42" / "partition-7.npz"
-    save_state(file, arrays, meta)
-    loaded, loaded_meta = load_state(file)
-    assert loaded_meta == meta
+    save_state(file, Personal(arrays=arrays, meta=meta, version=3))
+    saved = load_state(file)
+    loaded = saved.arrays
+    assert saved.meta == meta and saved.version == 3
     assert set(loaded) == set(arrays)
     for k, v in arrays.items():
         assert loaded[k].dtype == v.dtype and np.array_equal(loaded[k], v)
@@ -62,11 +63,12 @@ def test_evaluation_reports_version_and_state_hash_and_the_state_dir_holds_it(sm
     for k in range(3):
         saved = load_state(state_file(str(tmp_path), 1, k))
         assert saved is not None
-        arrays, meta = saved
         last = next(c for c in records[-1].clients if c.partition_id == k)
         assert last.extra["state-hash"] > 0
-        assert state_hash(arrays) == last.extra["state-hash"]  # the file is what it reported
-        assert meta["a_k"] == pytest.approx(last.accuracy)
+        assert state_hash(saved.arrays) == last.extra["state-hash"]  # the file is what it said
+        assert saved.meta["a_k"] == pytest.approx(last.accuracy)
+        assert saved.version == records[-1].model_version  # the app's own bookkeeping
+        assert "version" not in saved.meta  # kept apart from the method's state
 
 
 @pytest.mark.parametrize("state_dir", [True, False])
@@ -81,8 +83,10 @@ def test_a_restarted_node_is_found_again_and_keeps_its_state_only_with_a_state_d
             new_node["id"] = grid.restart(1)  # new node id, empty memory
 
     strategy, records, _ = run_local(grid.cfg, grid=grid, on_round=restart_after_round_1)
-    assert grid.queried == [new_node["id"]]  # asked once which partition it holds
-    assert strategy.node_of[1] == new_node["id"]
+    assert len([n for r, n in grid.queried if r == 0]) == 3  # round 0 asks every node
+    later = [n for r, n in grid.queried if r > 0]
+    assert later == [new_node["id"]]  # asked once which partition it holds
+    assert strategy.roster.node(1) == new_node["id"]
     assert [r.failures for r in records] == [0, 0, 0]
     assert records[2].trained == 3 and len(records[2].clients) == 3
     r1 = {c.partition_id: c.accuracy for c in records[1].clients}
@@ -110,4 +114,4 @@ def test_a_node_that_never_comes_back_is_waited_for_once_and_counted(small):
     assert [r.failures for r in records] == [0, 0, 2, 2]
     assert [r.trained for r in records] == [0, 3, 2, 2]
     assert records[-1].round == 3 and len(records[-1].clients) == 2
-    assert grid.queried == []
+    assert all(r == 0 for r, _ in grid.queried)  # only round 0 asks who is who

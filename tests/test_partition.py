@@ -1,21 +1,24 @@
-"""Dirichlet partitioning, per-client splits and the cache."""
+"""Dirichlet partitioning and its settings, the partitioner registry, per-client splits and
+the cache."""
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from flayer.config import PartitionConfig
 from flayer.data.federated import client_splits, load_client, splits_file
-from flayer.data.partitioners import default_min_size
-from flayer.data.partitioners.dirichlet import dirichlet
+from flayer.data.partitioners import PARTITIONERS, partition_schemas
+from flayer.data.partitioners.dirichlet import DirichletConfig, dirichlet
 from flayer.data.split import holdout, train_test_split
-from flayer.errors import DataError
-from tests.helpers import make_config
+from flayer.errors import ConfigError, DataError
+from flayer.validation import validate
+from tests.helpers import CONF, make_config
 
 LABELS = np.repeat(np.arange(10), 300)
 
 
 def cfg_part(alpha=0.1):
-    return PartitionConfig(name="dirichlet", alpha=alpha)
+    return DirichletConfig(alpha=alpha)
 
 
 def test_dirichlet_is_deterministic_for_a_seed_and_differs_across_seeds():
@@ -45,9 +48,54 @@ def test_impossible_minimum_is_a_clear_error():
 
 
 def test_default_minimum_matches_pfllib():
-    assert default_min_size(70_000, 20) == 40
-    assert default_min_size(70_000, 1000) == 35
-    assert default_min_size(1_000, 100) == 5
+    least = PartitionConfig(name="any").least_size
+    assert least(70_000, 20) == 40
+    assert least(70_000, 1000) == 35
+    assert least(1_000, 100) == 5
+    assert PartitionConfig(name="any", min_partition_size=7).least_size(70_000, 20) == 7
+
+
+@pytest.mark.parametrize("alpha", [0, -1, float("nan")])
+def test_a_bad_alpha_is_refused_by_its_settings(alpha):
+    with pytest.raises(ConfigError, match="must be > 0") as err:
+        cfg_part(alpha).check(make_config(), 70_000, "fashion-mnist", 10)
+    assert err.value.setting == "partition.alpha"
+
+
+def test_shared_rules_are_checked_for_every_scheme():
+    with pytest.raises(ConfigError, match=r"must be in \(0, 1\)") as err:
+        DirichletConfig(train_fraction=1.0).check(make_config(), 70_000, "fashion-mnist", 10)
+    assert err.value.setting == "partition.train_fraction"
+
+
+def test_the_summary_names_the_scheme_and_alpha():
+    assert cfg_part(0.5).summary_fields() == {"partition": "dirichlet", "alpha": 0.5}
+
+
+def test_every_scheme_has_a_schema_its_yaml_names():
+    schemas = partition_schemas()
+    assert set(schemas) == {f"{name}_schema" for name in PARTITIONERS}
+    assert {"dirichlet", "iid", "pathological"} <= set(PARTITIONERS)
+    for name in PARTITIONERS:
+        settings = PARTITIONERS.get(name).settings
+        assert schemas[f"{name}_schema"] is settings and settings.name == name
+        assert issubclass(settings, PartitionConfig)
+        conf = OmegaConf.load(CONF / "partition" / f"{name}.yaml")
+        assert conf["defaults"][0] == f"{name}_schema" and conf["name"] == name
+    assert sorted(f.stem for f in (CONF / "partition").glob("*.yaml")) == PARTITIONERS.names()
+
+
+@pytest.mark.parametrize(("override", "text"), [
+    ("partition.name=nope", "must be one of dirichlet, iid, pathological"),
+    ("partition.name=iid", "DirichletConfig.*partition=iid"),
+])
+def test_a_scheme_name_without_its_settings_is_refused(fake_fmnist, cache_dir, override, text):
+    cfg = make_config(override, f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}",
+                      "num_clients=5")
+    with pytest.raises(ConfigError, match=text) as err:
+        validate(cfg)
+    assert err.value.setting == "partition.name"
+    assert not cache_dir.exists()
 
 
 def test_train_test_split_is_75_25_and_seeded():

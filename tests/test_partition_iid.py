@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 
-from flayer.config import PartitionConfig
 from flayer.data.federated import client_splits
-from flayer.data.partitioners.iid import iid
-from flayer.errors import DataError
+from flayer.data.partitioners.iid import IidConfig, iid
+from flayer.errors import ConfigError, DataError
 from tests.helpers import make_config
 
 LABELS = np.repeat(np.arange(10), 101)  # 1010 samples: shares of 101 over 10, uneven over 7
-CFG = PartitionConfig(name="iid")
+CFG = IidConfig()
 
 
 def test_every_sample_goes_to_exactly_one_client():
@@ -45,3 +44,15 @@ def test_runs_end_to_end_on_a_pool(fake_fmnist, cache_dir):
                       "num_clients=5")
     splits = client_splits(cfg)
     assert [len(s.train) + len(s.test) for s in splits] == [140] * 5
+
+
+def test_its_settings_check_the_shared_rules():
+    cfg = make_config("partition=iid", "num_clients=20")
+    IidConfig().check(cfg, 1010, "fashion-mnist", 10)
+    with pytest.raises(ConfigError, match=r"20 clients x 60 samples exceed the 1010") as err:
+        IidConfig(min_partition_size=60).check(cfg, 1010, "fashion-mnist", 10)
+    assert err.value.setting == "partition.min_partition_size"
+
+
+def test_the_summary_names_only_the_scheme():
+    assert CFG.summary_fields() == {"partition": "iid"}

@@ -4,9 +4,9 @@ import logging
 
 import numpy as np
 import pytest
+from hydra.errors import ConfigCompositionException
 
-from flayer.config import PartitionConfig
-from flayer.data.partitioners.pathological import ASSIGNMENTS, pathological
+from flayer.data.partitioners.pathological import ASSIGNMENTS, PathologicalConfig, pathological
 from flayer.errors import ConfigError, DataError
 from flayer.validation import validate
 from tests.helpers import make_config
@@ -15,7 +15,7 @@ LABELS = np.repeat(np.arange(10), 60)
 
 
 def cfg_part(k=2, mode="first-deterministic"):
-    return PartitionConfig(name="pathological", classes_per_client=k, class_assignment=mode)
+    return PathologicalConfig(classes_per_client=k, class_assignment=mode)
 
 
 @pytest.mark.parametrize("mode", ASSIGNMENTS)
@@ -52,9 +52,34 @@ def test_classes_no_client_draws_are_left_out_with_a_warning(caplog):
 
 
 @pytest.mark.parametrize("k", [0, 11])
-def test_an_impossible_k_is_a_data_error_here(k):
-    with pytest.raises(DataError, match="classes_per_client"):
+def test_an_impossible_k_is_refused_against_the_labels_too(k):
+    """Sources that learn their classes from the data know the count only at the split."""
+    with pytest.raises(ConfigError, match=r"from 1 to 10 \(the data has 10 classes\)") as err:
         pathological(LABELS, 10, cfg_part(k), 2, seed=0)
+    assert err.value.setting == "partition.classes_per_client"
+
+
+@pytest.mark.parametrize(("k", "classes", "text"), [
+    (0, 10, r"must be from 1 to 10 \(fashion-mnist has 10 classes\)"),
+    (11, 10, r"must be from 1 to 10 \(fashion-mnist has 10 classes\)"),
+    (0, None, "must be from 1 to the number of classes of fashion-mnist"),
+])
+def test_its_settings_name_the_class_count(k, classes, text):
+    with pytest.raises(ConfigError, match=text) as err:
+        cfg_part(k).check(make_config("partition=pathological"), 600, "fashion-mnist", classes)
+    assert err.value.setting == "partition.classes_per_client"
+    cfg_part(11).check(make_config("partition=pathological"), 600, "fashion-mnist", 12)
+
+
+def test_its_settings_list_the_assignments():
+    with pytest.raises(ConfigError, match="must be one of " + ", ".join(ASSIGNMENTS)) as err:
+        cfg_part(2, "even").check(make_config("partition=pathological"), 600, "fmnist", 10)
+    assert (err.value.setting, err.value.value) == ("partition.class_assignment", "even")
+
+
+def test_the_summary_names_the_scheme_and_its_classes():
+    assert cfg_part(3, "random").summary_fields() == {
+        "partition": "pathological", "classes_per_client": 3, "class_assignment": "random"}
 
 
 def test_a_minimum_the_classes_cannot_give_is_a_clear_error():
@@ -82,9 +107,8 @@ def test_bad_settings_are_refused_by_name(fake_fmnist, cache_dir, override, sett
     assert not cache_dir.exists()  # refused before any data was decoded
 
 
-def test_alpha_is_checked_only_for_dirichlet(fake_fmnist, cache_dir):
-    common = (f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}", "num_clients=10",
-              "partition.alpha=0")
-    with pytest.raises(ConfigError, match="partition.alpha"):
-        validate(make_config(*common))
+def test_alpha_is_not_a_pathological_setting(fake_fmnist, cache_dir):
+    common = (f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}", "num_clients=10")
+    with pytest.raises(ConfigCompositionException, match="alpha"):
+        make_config("partition=pathological", "partition.alpha=0", *common)
     validate(make_config("partition=pathological", *common))

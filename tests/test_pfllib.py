@@ -6,7 +6,7 @@ import torch
 
 from flayer.config import DatasetConfig
 from flayer.data.federated import load_client
-from flayer.data.pfllib import PFLlibFolder
+from flayer.data.sources.pfllib import PFLlibFolder
 from flayer.errors import ConfigError, DataError
 from flayer.validation import validate
 from tests.helpers import make_config

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from flayer.flayer.settings import reference
 from flayer.validation import validate
 from tests import hubdata
 from tests.helpers import CONF, make_config, write_fake_fmnist
@@ -44,7 +45,7 @@ def test_preset_is_the_papers_setup(preset):
     cfg = make_config(f"+experiment={preset}")
     dataset, model, rounds, lr, p = PAPER[preset]
     assert (cfg.dataset.name, cfg.model.name, cfg.num_rounds) == (dataset, model, rounds)
-    assert (cfg.learning_rate, cfg.model.P) == (lr, p)
+    assert (cfg.learning_rate, reference(cfg.model.name).P) == (lr, p)
     assert (cfg.num_clients, cfg.partition.name, cfg.partition.alpha) == (20, "dirichlet", 0.1)
     assert (cfg.batch_size, cfg.local_epochs, cfg.partition.train_fraction) == (10, 1, 0.75)
 

@@ -1,23 +1,43 @@
 import csv
 import json
 
+import numpy as np
+import pytest
+
 from flayer.report import main
+from flayer.results.comparison import GROUP_COLUMNS, find_runs
 from flayer.results.recorder import RunRecorder, round_metrics, summarize
-from flayer.results.report import find_runs
 from flayer.strategy import ClientEval, RoundRecord
 
 
-def write_run(folder, method, seed, best, alpha=0.1, extra=""):
+def write_run(folder, method, seed, best, alpha=0.1, extra="", upload=2_500_000, seconds=12.3):
+    """A finished run; best=None is a run that never evaluated a round (as summarize writes
+    it), alpha=None a split without an alpha (the summary then has no "alpha")."""
     folder.mkdir(parents=True)
-    summary = {"method": method, "dataset": "fmnist", "alpha": alpha, "seed": seed,
-               "best_accuracy": best, "best_round": 3, "final_accuracy": best - 0.01,
-               "total_upload_bytes": 2_500_000, "wall_seconds": 12.3}
+    summary = {"method": method, "dataset": "fmnist", "seed": seed,
+               "best_accuracy": best, "best_round": None if best is None else 3,
+               "final_accuracy": None if best is None else best - 0.01,
+               "total_upload_bytes": upload, "wall_seconds": seconds}
+    if alpha is not None:
+        summary["alpha"] = alpha
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "config.yaml").write_text(
         f"strategy:\n  name: {method}\n{extra}partition:\n  alpha: {alpha}\n"
         f"seed: {seed}\nprogress: false\n")
-    (folder / "metrics.csv").write_text(
-        f"round,accuracy\n0,0.5\n1,\n2,{best}\n")
+    curve = "0,\n1,\n" if best is None else f"0,0.5\n1,\n2,{best}\n"
+    (folder / "metrics.csv").write_text("round,accuracy\n" + curve)
+
+
+def csv_groups(folder):
+    with open(folder / "comparison.csv") as f:
+        return {r["group"]: r for r in csv.DictReader(f)}
+
+
+def md_groups(folder):
+    """comparison.md's comparison table as {label: cells}."""
+    lines = (folder / "comparison.md").read_text().split("\n\n", 1)[0].splitlines()[2:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return {c[0]: dict(zip(GROUP_COLUMNS, c, strict=True)) for c in cells}
 
 
 def table(text, title):
@@ -51,6 +71,66 @@ def test_runs_differing_only_in_seed_are_grouped(tmp_path, capsys):
     assert len(rows) == 2
     assert any("masked_upload=False" in r and "| 0,1 | 82.00 ± 2.00 |" in r for r in rows)
     assert any("masked_upload=None" in r and "| 0,1 | 92.00 ± 2.00 |" in r for r in rows)
+
+
+def test_csv_and_md_say_the_same_numbers(tmp_path):
+    # flayer: three seeds; fedavg: two seeds, one of which never evaluated a round
+    for seed, best, upload, seconds in ((0, 0.80, 1e6, 10.0), (1, 0.86, 2e6, 20.0),
+                                        (2, 0.89, 3e6, 30.0)):
+        write_run(tmp_path / f"{seed}-flayer", "flayer", seed, best, upload=upload,
+                  seconds=seconds)
+    write_run(tmp_path / "3-fedavg", "fedavg", 0, 0.70, upload=4e6, seconds=5.0)
+    write_run(tmp_path / "4-fedavg", "fedavg", 1, None, upload=4e6, seconds=7.0)
+    assert main([str(tmp_path)]) == 0
+    rows, md = csv_groups(tmp_path), md_groups(tmp_path)
+    assert set(rows) == set(md) == {"flayer", "fedavg"}
+
+    flayer = rows["flayer"]
+    best = np.array([0.80, 0.86, 0.89])
+    assert flayer["runs_with_accuracy"] == "3" and flayer["seeds"] == "0 1 2"
+    assert float(flayer["best_accuracy_mean"]) == pytest.approx(best.mean())
+    assert float(flayer["best_accuracy_std"]) == pytest.approx(best.std())  # population std
+    assert float(flayer["final_accuracy_mean"]) == pytest.approx(best.mean() - 0.01)
+    assert float(flayer["final_accuracy_std"]) == pytest.approx(best.std())
+    assert float(flayer["upload_mb_mean"]) == pytest.approx(2.0)
+    assert float(flayer["upload_mb_std"]) == pytest.approx(np.std([1.0, 2.0, 3.0]))
+    assert float(flayer["seconds_mean"]) == pytest.approx(20.0)
+    assert md["flayer"]["best accuracy"] == f"{100 * best.mean():.2f} ± {100 * best.std():.2f}"
+
+    # the run without an evaluated round gives no accuracy: not a 0% dragging the mean down
+    fedavg = rows["fedavg"]
+    assert fedavg["runs_with_accuracy"] == "1"
+    assert float(fedavg["best_accuracy_mean"]) == pytest.approx(0.70)
+    assert float(fedavg["best_accuracy_std"]) == 0.0
+    assert float(fedavg["final_accuracy_mean"]) == pytest.approx(0.69)
+    assert float(fedavg["seconds_mean"]) == pytest.approx(6.0)  # both runs took time
+    assert md["fedavg"]["best accuracy"] == "70.00 (n=1 of 2)"
+    assert md["fedavg"]["final accuracy"] == "69.00 (n=1 of 2)"
+    for label, cells in md.items():  # every md mean is the csv's, rounded
+        for column in ("best accuracy", "final accuracy"):
+            key = column.replace(" ", "_") + "_mean"
+            assert cells[column].split()[0] == f"{100 * float(rows[label][key]):.2f}"
+    assert "not counted as 0%" in (tmp_path / "comparison.md").read_text()
+
+
+def test_a_group_that_never_evaluated_has_empty_accuracy_cells(tmp_path, capsys):
+    write_run(tmp_path / "0-fedavg", "fedavg", 0, None)
+    assert main([str(tmp_path)]) == 0
+    row = csv_groups(tmp_path)["fedavg"]
+    assert row["runs_with_accuracy"] == "0"
+    assert row["best_accuracy_mean"] == row["final_accuracy_std"] == ""
+    assert md_groups(tmp_path)["fedavg"]["best accuracy"] == "-"
+    assert (tmp_path / "comparison.png").is_file()
+
+
+def test_a_split_without_alpha_shows_a_dash(tmp_path, capsys):
+    write_run(tmp_path / "0-flayer", "flayer", 0, 0.9, alpha=None)
+    write_run(tmp_path / "1-flayer", "flayer", 1, 0.9, alpha=None)
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert table(out, "Runs")[0].startswith("| flayer | fmnist | - | 0 |")
+    assert md_groups(tmp_path)["flayer"]["alpha"] == "-"
+    assert csv_groups(tmp_path)["flayer"]["alpha"] == "-"
 
 
 def test_report_on_a_folder_without_runs_fails_clearly(tmp_path, capsys):

@@ -1,15 +1,16 @@
-"""Real simulations through run.py (Flower + Ray), as a user runs them. Marked slow."""
+"""Real simulations through run.py (Flower + Ray), as a user runs them. Marked slow; the real
+data's lookup is checked fast, since the learning test fails (never skips) without the data."""
 
 import csv
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from tests.helpers import REAL_FMNIST, ROOT, write_fake_fmnist, write_real_subset
-
-pytestmark = pytest.mark.slow
+from flayer.data.sources.fmnist import FILES, FashionMNIST, read_idx
+from tests.helpers import ROOT, real_fmnist, write_fake_fmnist, write_real_subset
 
 
 def run_py(*args: str) -> subprocess.CompletedProcess:
@@ -24,8 +25,26 @@ def rows(run_dir):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.skipif(not REAL_FMNIST.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+def test_real_data_is_found_where_the_source_looks_gzipped_or_not(tmp_path, monkeypatch):
+    plain = write_fake_fmnist(tmp_path / "cache", n_train=30, n_test=20, gz=False)
+    monkeypatch.setattr(FashionMNIST, "locations", (str(tmp_path / "none"), str(plain)))
+    assert real_fmnist() == plain
+    subset = write_real_subset(tmp_path / "subset", n_train=12, n_test=5)
+    for key, n in (("train_x", 12), ("train_y", 12), ("test_x", 5), ("test_y", 5)):
+        np.testing.assert_array_equal(read_idx(subset / (FILES[key] + ".gz")),
+                                      read_idx(plain / FILES[key])[:n])
+
+
+def test_missing_real_data_fails_and_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(FashionMNIST, "locations", (str(tmp_path / "none"),))
+    assert real_fmnist() is None
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y dataset-fashion-mnist"):
+        write_real_subset(tmp_path / "subset", n_train=10, n_test=10)
+
+
+@pytest.mark.slow
 def test_flayer_learns_on_real_fashion_mnist(tmp_path):
+    # the only check of learning on real data: without the data it fails, it never skips
     data = write_real_subset(tmp_path / "fmnist", n_train=4000, n_test=1000)
     run_dir = tmp_path / "run"
     run_py(f"dataset.path={data}", f"cache_dir={tmp_path / 'cache'}", "num_clients=5",
@@ -43,6 +62,7 @@ def test_flayer_learns_on_real_fashion_mnist(tmp_path):
         assert len(list(csv.DictReader(f))) == 4 * 5  # every client, every round
 
 
+@pytest.mark.slow
 def test_flayer_with_every_component_off_equals_fedavg(tmp_path):
     data = write_fake_fmnist(tmp_path / "fake", n_train=500, n_test=100)
     common = [f"dataset.path={data}", f"cache_dir={tmp_path / 'cache'}", "num_clients=4",

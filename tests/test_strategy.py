@@ -2,24 +2,22 @@
 
 import threading
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from flwr.app import (
-    ArrayRecord,
-    ConfigRecord,
     Message,
     MetricRecord,
     RecordDict,
 )
 
-from baselines.fedavg import FedAvgStrategy
 from flayer import keys
-from flayer.flayer.method import FlayerStrategy
+from flayer.apps.inprocess import act_as_server
+from flayer.catalog import METHODS
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
-from flayer.strategy import pause_asked
+from flayer.pause import hold, pause_asked
+from flayer.results.record import RoundRecord
 from flayer.upload import Upload, encode
 from tests.helpers import FMNIST_SPEC, make_config, mock_reply
 
@@ -37,17 +35,16 @@ def train_reply(pid: int, arrays: dict, n: int, masks: dict | None = None,
 
 
 def strategy_for(name: str, *overrides: str):
+    """The method's strategy for 3 clients on nodes 100..102, and round 1's record with every
+    client sampled."""
     cfg = make_config(f"strategy={name}", "num_clients=3", *overrides)
     model = build_model(cfg, FMNIST_SPEC)
-    cls = {"fedavg": FedAvgStrategy, "flayer": FlayerStrategy}[name]
-    records = []
-    strategy = cls(cfg, cfg.strategy, LayerMap(model), records.append)
-    initial = shared_params(model)
+    strategy = METHODS.get(name).build_strategy(cfg, LayerMap(model))
     strategy.set_initial(model)
-    strategy.node_of = {0: 100, 1: 101, 2: 102}
-    strategy._begin(1)
-    strategy._sampled = [0, 1, 2]
-    return strategy, initial, records
+    for pid in range(3):
+        assert strategy.roster.claim(pid, 100 + pid)
+    return strategy, shared_params(model), RoundRecord(round=1, model_version=0,
+                                                       sampled=[0, 1, 2])
 
 
 def scaled(arrays: dict, value: float) -> dict:
@@ -55,13 +52,11 @@ def scaled(arrays: dict, value: float) -> dict:
 
 
 def test_fedavg_weighted_mean_in_partition_order_and_bytes():
-    strategy, initial, _ = strategy_for("fedavg")
+    strategy, initial, rec = strategy_for("fedavg")
     replies = [train_reply(2, scaled(initial, 3.0), 30), train_reply(0, scaled(initial, 1.0), 10)]
-    arrays, metrics = strategy.aggregate_train(1, replies)
-    assert arrays is not None and strategy.version == 1
-    for value in arrays.to_numpy_ndarrays():
+    assert strategy.aggregate_train(1, replies, rec) and strategy.version == 1
+    for value in strategy.global_arrays.values():
         np.testing.assert_allclose(value, 2.5)  # (10*1 + 30*3) / 40
-    rec = strategy._current
     assert rec.trained == 2 and rec.failures == 1  # client 1 never replied
     assert rec.upload_bytes == 2 * sum(v.nbytes for v in initial.values())
     assert rec.train_loss == pytest.approx(1.0)
@@ -69,7 +64,7 @@ def test_fedavg_weighted_mean_in_partition_order_and_bytes():
 
 @pytest.mark.parametrize("bad", ["nan", "missing", "shape", "error", "weight"])
 def test_a_bad_reply_counts_as_a_failure_and_does_not_touch_the_model(bad):
-    strategy, initial, _ = strategy_for("fedavg")
+    strategy, initial, rec = strategy_for("fedavg")
     good = train_reply(0, scaled(initial, 1.0), 10)
     arrays = scaled(initial, 5.0)
     n = 10
@@ -82,21 +77,24 @@ def test_a_bad_reply_counts_as_a_failure_and_does_not_touch_the_model(bad):
     elif bad == "weight":
         n = 0
     broken = reply(101, error="boom") if bad == "error" else train_reply(1, arrays, n)
-    out, _ = strategy.aggregate_train(1, [good, broken, train_reply(2, scaled(initial, 1.0), 10)])
-    for value in out.to_numpy_ndarrays():
+    assert strategy.aggregate_train(
+        1, [good, broken, train_reply(2, scaled(initial, 1.0), 10)], rec)
+    for value in strategy.global_arrays.values():
         np.testing.assert_allclose(value, 1.0)
-    assert strategy._current.failures == 1 and strategy._current.trained == 2
+    assert rec.failures == 1 and rec.trained == 2
 
 
 def test_all_replies_failing_keeps_the_model_and_version():
-    strategy, initial, _ = strategy_for("fedavg")
-    out, metrics = strategy.aggregate_train(1, [reply(100, error="x"), reply(101, error="y")])
-    assert out is None and strategy.version == 0
-    assert strategy._current.failures == 3
+    strategy, initial, rec = strategy_for("fedavg")
+    assert not strategy.aggregate_train(1, [reply(100, error="x"), reply(101, error="y")], rec)
+    assert strategy.version == 0
+    for name, value in strategy.global_arrays.items():
+        np.testing.assert_array_equal(value, initial[name])
+    assert rec.failures == 3
 
 
 def test_flayer_rejects_a_mask_with_the_wrong_count():
-    strategy, initial, _ = strategy_for("flayer")
+    strategy, initial, rec = strategy_for("flayer")
     arrays = scaled(initial, 1.0)
     spec = strategy.upload_spec(initial)
     masks = {}
@@ -109,9 +107,9 @@ def test_flayer_rejects_a_mask_with_the_wrong_count():
     bad_masks = dict(masks)
     bad_masks["conv1.0.bias"] = np.ones_like(masks["conv1.0.bias"])
     bad = train_reply(1, arrays, 10, bad_masks)
-    out, _ = strategy.aggregate_train(1, [good, bad])
-    assert out is not None and strategy._current.trained == 1
-    assert strategy._current.failures == 2  # the bad reply and the missing third
+    assert strategy.aggregate_train(1, [good, bad], rec)
+    assert rec.trained == 1
+    assert rec.failures == 2  # the bad reply and the missing third
 
 
 def test_flayer_masking_off_declares_full_tensors():
@@ -128,7 +126,7 @@ def test_sampling_is_seeded_by_run_seed_and_round():
 
 
 def test_evaluate_round_records_every_client_in_partition_order():
-    strategy, _, records = strategy_for("fedavg")
+    strategy, _, rec = strategy_for("fedavg")
 
     def eval_reply(pid, correct, n):
         m = MetricRecord({keys.PARTITION_ID: pid, keys.EVALUATED: 1, keys.CORRECT: correct,
@@ -136,23 +134,21 @@ def test_evaluate_round_records_every_client_in_partition_order():
                           keys.TEST_LOSS: 0.5})
         return reply(100 + pid, RecordDict({keys.METRICS: m}))
 
-    out = strategy.aggregate_evaluate(1, [eval_reply(2, 9, 10), eval_reply(0, 1, 10),
-                                          eval_reply(1, 5, 10)])
-    assert out["accuracy"] == pytest.approx(15 / 30)
-    assert [c.partition_id for c in records[-1].clients] == [0, 1, 2]
+    strategy.aggregate_evaluate(1, [eval_reply(2, 9, 10), eval_reply(0, 1, 10),
+                                    eval_reply(1, 5, 10)], rec)
+    assert [c.partition_id for c in rec.clients] == [0, 1, 2]
+    assert [c.accuracy for c in rec.clients] == [0.1, 0.5, 0.9]
+    assert rec.failures == 0
 
 
-def test_configure_messages_carry_the_model_version(monkeypatch):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr in ("_run_id", "_node_id", "_task_id"):  # set by the ServerApp at run time
-        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
-    strategy, initial, _ = strategy_for("flayer")
+def test_configure_messages_carry_the_model_version():
+    act_as_server()  # Flower stamps new messages with the server's identity
+    strategy, initial, rec = strategy_for("flayer")
     strategy.version = 4
-    grid = SimpleNamespace(get_node_ids=lambda: [100, 101, 102])  # every node connected
-    msgs = list(strategy.configure_train(5, ArrayRecord(), ConfigRecord(), grid=grid))
+    msgs = strategy.configure_train(5, rec)
     assert [m.metadata.dst_node_id for m in msgs] == [100, 101, 102]
     assert all(m.content[keys.CONFIG][keys.MODEL_VERSION] == 4 for m in msgs)
+    assert all(m.content[keys.CONFIG][keys.SERVER_ROUND] == 5 for m in msgs)
 
 
 def test_pause_file_empty_holds_any_round_and_a_number_holds_from_that_round(tmp_path, caplog):
@@ -168,16 +164,12 @@ def test_pause_file_empty_holds_any_round_and_a_number_holds_from_that_round(tmp
     assert "'soon'" in caplog.text and "not a round number" in caplog.text
 
 
-def test_configure_train_holds_until_the_pause_file_goes(tmp_path, monkeypatch):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, attr, 1, raising=False)
+def test_hold_waits_until_the_pause_file_goes(tmp_path):
     pause = tmp_path / "pause"
     pause.write_text("2")
-    strategy, _, _ = strategy_for("fedavg", f"backend.pause_file={pause}")
-    grid = SimpleNamespace(get_node_ids=lambda: [100, 101, 102])
-    assert len(list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid=grid))) == 3
+    t0 = time.monotonic()
+    hold(str(pause), 1)  # before round 2 only: no wait
+    assert time.monotonic() - t0 < 0.5
     removed_at = []
 
     def remove_later():
@@ -187,7 +179,7 @@ def test_configure_train_holds_until_the_pause_file_goes(tmp_path, monkeypatch):
 
     remover = threading.Thread(target=remove_later)
     remover.start()
-    msgs = list(strategy.configure_train(2, ArrayRecord(), ConfigRecord(), grid=grid))
-    sent_at = time.monotonic()
+    hold(str(pause), 2)
+    released = time.monotonic()
     remover.join()
-    assert len(msgs) == 3 and removed_at and sent_at >= removed_at[0]
+    assert removed_at and released >= removed_at[0]

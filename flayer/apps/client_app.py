@@ -15,14 +15,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from flayer import keys
-from flayer.apps.node_state import load_state, save_state, state_file, state_hash
+from flayer.apps.node_state import Personal, load_state, save_state, state_file, state_hash
 from flayer.catalog import METHODS
 from flayer.compose import config_from_overrides, deployed_overrides
 from flayer.config import Config
 from flayer.data.federated import ClientData, load_client
 from flayer.data.node import load_node_data
 from flayer.layers import LayerMap
-from flayer.method import ClientEnv, ClientMethod, Meta, build_model
+from flayer.method import ClientEnv, ClientMethod, build_model
 from flayer.runtime import pick_device, set_threads, show_info_logs
 from flayer.upload import encode
 
@@ -57,23 +57,28 @@ def _data_for(cfg: Config, context: Context, partition_id: int, val_fraction: fl
     return load_client(cfg, partition_id, val_fraction)
 
 
-def _restore(context: Context, partition_id: int) -> tuple[dict[str, np.ndarray], Meta] | None:
+def _restore(context: Context, partition_id: int) -> Personal:
     """The personal state from this node's memory, else from its state directory."""
     if keys.STATE_ARRAYS in context.state:
-        arrays = {k: v.numpy() for k, v in context.state[keys.STATE_ARRAYS].items()}
-        meta = dict(context.state[keys.STATE_META]) if keys.STATE_META in context.state else {}
-        return arrays, meta
+        app = context.state.get(keys.STATE_APP, {})
+        return Personal(
+            arrays={k: v.numpy() for k, v in context.state[keys.STATE_ARRAYS].items()},
+            meta=dict(context.state[keys.STATE_META]) if keys.STATE_META in context.state
+            else {},
+            version=int(app[keys.STATE_VERSION]) if keys.STATE_VERSION in app else None,
+        )
     state_dir = context.node_config.get(keys.NODE_STATE_DIR)
     if not state_dir:
-        return None
+        return Personal()
     file = state_file(str(state_dir), context.run_id, partition_id)
     saved = load_state(file)
-    if saved is not None:
-        log.info("partition %d: personal state restored from %s", partition_id, file)
+    if saved is None:
+        return Personal()
+    log.info("partition %d: personal state restored from %s", partition_id, file)
     return saved
 
 
-def _method_for(cfg: Config, context: Context, msg: Message) -> ClientMethod:
+def _method_for(cfg: Config, context: Context, msg: Message) -> tuple[ClientMethod, Personal]:
     partition_id = partition_of(cfg, context)
     set_threads(int(cfg.backend.client_cpus))
     method = METHODS.get(cfg.strategy.name)
@@ -84,22 +89,23 @@ def _method_for(cfg: Config, context: Context, msg: Message) -> ClientMethod:
                     instructions=dict(msg.content[keys.CONFIG]))
     client = method.client(env, model)
     saved = _restore(context, partition_id)
-    if saved is not None:
-        client.load_state(*saved)
-    return client
+    if saved.arrays or saved.meta:
+        client.load_state(saved.arrays, saved.meta)
+    return client, saved
 
 
-def _store(client: ClientMethod, context: Context) -> dict[str, np.ndarray]:
+def _store(client: ClientMethod, version: int, context: Context) -> dict[str, np.ndarray]:
     """Keep the personal state in the node's memory and, with a state-dir, on its disk."""
     arrays, meta = client.state()
     context.state[keys.STATE_ARRAYS] = ArrayRecord(
         {k: _to_array(v) for k, v in arrays.items()}
     )
     context.state[keys.STATE_META] = ConfigRecord(meta)
+    context.state[keys.STATE_APP] = ConfigRecord({keys.STATE_VERSION: version})
     state_dir = context.node_config.get(keys.NODE_STATE_DIR)
     if state_dir:
         save_state(state_file(str(state_dir), context.run_id, client.env.partition_id),
-                   arrays, meta)
+                   Personal(arrays=arrays, meta=meta, version=version))
     return arrays
 
 
@@ -107,21 +113,22 @@ def _to_array(value: np.ndarray) -> Array:
     return Array(np.ascontiguousarray(value))
 
 
-def _sync(client: ClientMethod, msg: Message) -> tuple[dict[str, np.ndarray], int]:
-    """Hand a new global model version to the method once."""
+def _sync(client: ClientMethod, saved: Personal, msg: Message
+          ) -> tuple[dict[str, np.ndarray], int]:
+    """Hand a new global model version to the method once; returns the global arrays and
+    the version the client's model is now set up from."""
     global_arrays = {k: v.numpy() for k, v in msg.content[keys.ARRAYS].items()}
     version = int(msg.content[keys.CONFIG][keys.MODEL_VERSION])
-    if client.meta.get("version") != version:
+    if saved.version != version:
         client.receive(global_arrays, version)
-        client.meta["version"] = version
     return global_arrays, version
 
 
 def handle_train(msg: Message, context: Context, cfg: Config) -> Message:
-    client = _method_for(cfg, context, msg)
-    global_arrays, version = _sync(client, msg)
+    client, saved = _method_for(cfg, context, msg)
+    global_arrays, version = _sync(client, saved, msg)
     result = client.fit(global_arrays, version)
-    _store(client, context)
+    _store(client, version, context)
     metrics = MetricRecord({
         keys.PARTITION_ID: client.env.partition_id,
         keys.NUM_EXAMPLES: result.num_examples,
@@ -133,12 +140,12 @@ def handle_train(msg: Message, context: Context, cfg: Config) -> Message:
 
 
 def handle_evaluate(msg: Message, context: Context, cfg: Config) -> Message:
-    client = _method_for(cfg, context, msg)
-    _sync(client, msg)
+    client, saved = _method_for(cfg, context, msg)
+    _, version = _sync(client, saved, msg)
     metrics: dict[str, int | float] = {keys.PARTITION_ID: client.env.partition_id,
                                        keys.EVALUATED: 0}
     if bool(msg.content[keys.CONFIG][keys.DO_EVALUATE]):
-        result, extra = client.evaluate()
+        result, extra = client.evaluate(version)
         metrics.update({
             keys.EVALUATED: 1,
             keys.CORRECT: result.correct,
@@ -148,11 +155,11 @@ def handle_evaluate(msg: Message, context: Context, cfg: Config) -> Message:
             keys.TEST_LOSS: result.loss_sum / max(result.num, 1),
             **extra,
         })
-    arrays = _store(client, context)
+    arrays = _store(client, version, context)
     if metrics[keys.EVALUATED]:
         # what the client evaluated with: the global version its model was set up from and
         # a fingerprint of everything it keeps, so runs can show that personal state survives
-        metrics[keys.INIT_VERSION] = int(client.meta.get("version", -1))
+        metrics[keys.INIT_VERSION] = version
         metrics[keys.STATE_HASH] = state_hash(arrays)
     return Message(content=RecordDict({keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
 

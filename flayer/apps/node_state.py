@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,25 @@ def state_file(state_dir: str, run_id: int, partition_id: int) -> Path:
     return Path(os.path.expanduser(state_dir)) / f"run-{run_id}" / f"partition-{partition_id}.npz"
 
 
-def save_state(file: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+@dataclass
+class Personal:
+    """What a client keeps between messages: the method's arrays and metadata, and apart from
+    them the app's own bookkeeping (the global model version the state was set up from)."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # the method's
+    version: int | None = None  # the app's; None before the first global model
+
+
+def save_state(file: Path, state: Personal) -> None:
     """Arrays and metadata in one file, replaced atomically and durably: a crash leaves the
     old state or the new one."""
-    if META_KEY in arrays:
+    if META_KEY in state.arrays:
         raise ValueError(f"{META_KEY} is reserved")
-    encoded = np.array(json.dumps(meta, default=_plain))
-    write_atomic(file, lambda f: np.savez(f, **{META_KEY: encoded}, **arrays), durable=True)
+    encoded = np.array(json.dumps({"meta": state.meta, "version": state.version},
+                                  default=_plain))
+    write_atomic(file, lambda f: np.savez(f, **{META_KEY: encoded}, **state.arrays),
+                 durable=True)
 
 
 def _plain(value: Any) -> Any:
@@ -42,14 +55,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot save {type(value).__name__} in personal metadata")
 
 
-def load_state(file: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def load_state(file: Path) -> Personal | None:
     """The saved state, or None when this node has none for this run and partition."""
     if not file.is_file():
         return None
     with np.load(file, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files if k != META_KEY}
-        meta = json.loads(str(npz[META_KEY]))
-    return arrays, meta
+        saved = json.loads(str(npz[META_KEY]))
+    return Personal(arrays=arrays, meta=saved["meta"], version=saved["version"])
 
 
 def state_hash(arrays: dict[str, np.ndarray]) -> int:

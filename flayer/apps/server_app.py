@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from flayer import keys
@@ -25,12 +25,12 @@ from flayer.data.federated import dataset
 from flayer.data.node import static_spec
 from flayer.data.source import DataSpec
 from flayer.errors import ConfigError, require
-from flayer.experiment import check_run_dir, prepare, run_info
 from flayer.layers import LayerMap
 from flayer.method import build_model
-from flayer.results.recorder import RunRecorder
+from flayer.rundir import check_free, record_run
 from flayer.runtime import set_threads, show_info_logs
 from flayer.strategy import PflStrategy, RoundCallback
+from flayer.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +41,18 @@ def model_spec(cfg: Config) -> DataSpec:
     return static_spec(cfg) or dataset(cfg).spec
 
 
-def build_strategy(cfg: Config, on_round: RoundCallback | None = None
-                   ) -> tuple[PflStrategy, nn.Module]:
+def build_strategy(cfg: Config) -> tuple[PflStrategy, nn.Module]:
+    """The run's initial model and the configured method's strategy, holding that model."""
     model = build_model(cfg, model_spec(cfg))
-    method = METHODS.get(cfg.strategy.name)
-    return method.strategy(cfg, cfg.strategy, LayerMap(model), on_round), model
+    strategy = METHODS.get(cfg.strategy.name).build_strategy(cfg, LayerMap(model))
+    strategy.set_initial(model)
+    return strategy, model
 
 
 def run_server(grid: Grid, cfg: Config, on_round: RoundCallback | None = None) -> PflStrategy:
     set_threads(int(cfg.backend.client_cpus))
-    strategy, model = build_strategy(cfg, on_round)
-    strategy.start(
-        grid=grid,
-        initial_arrays=strategy.set_initial(model),
-        num_rounds=cfg.num_rounds,
-        timeout=cfg.backend.round_timeout,
-    )
+    strategy, _ = build_strategy(cfg)
+    strategy.run(grid, on_round)
     return strategy
 
 
@@ -68,14 +64,15 @@ def check_deployed(dcfg: DictConfig, run_dir: Path) -> Config:
     require(b.min_nodes is None or 1 <= b.min_nodes <= cfg.num_clients, "backend.min_nodes",
             b.min_nodes, f"must be in 1..num_clients ({cfg.num_clients}) or null for all")
     require(b.node_wait >= 0, "backend.node_wait", b.node_wait, "must be >= 0 seconds")
+    check_free(run_dir)
     try:
-        return prepare(dcfg, run_dir)
+        validate(cfg)
+        return cfg
     except ConfigError as exc:
         if exc.setting != "dataset.path":
             raise
         log.warning("no %s data on this host (%s); the SuperNodes check their own",
                     cfg.dataset.name, exc)
-    check_run_dir(run_dir)
     model = build_model(cfg, model_spec(cfg))
     METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
     return cfg
@@ -91,15 +88,9 @@ def run_deployed(grid: Grid, context: Context) -> Path:
     out = out.expanduser().resolve()
     run_dir = out / f"{stamp}-{dcfg.strategy.name}-run{context.run_id}"
     cfg = check_deployed(dcfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
     log.info("run %s writes to %s", context.run_id, run_dir)
-    recorder = RunRecorder(run_dir, run_info(cfg), cfg.num_rounds, progress=False,
-                           train_metrics=METHODS.get(cfg.strategy.name).client.train_metrics)
-    try:
-        run_server(grid, cfg, recorder)
-    finally:
-        recorder.finish()
+    record_run(run_dir, dcfg, cfg, lambda on_round: run_server(grid, cfg, on_round),
+               progress=False)
     log.info("results in %s", run_dir)
     return run_dir
 

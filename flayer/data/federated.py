@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import flayer.data.agnews  # noqa: F401  (registers the built-in sources)
-import flayer.data.fmnist  # noqa: F401
-import flayer.data.images  # noqa: F401
-import flayer.data.pfllib  # noqa: F401
 from flayer.config import Config
-from flayer.data.cache import cache_key, save_array_atomic, save_arrays_atomic
-from flayer.data.partitioners import PARTITIONERS, default_min_size
-from flayer.data.source import DATASETS, DataSource
+from flayer.data.cache import Memo, cache_key, save_array_atomic, save_arrays_atomic
+from flayer.data.partitioners import PARTITIONERS
+from flayer.data.source import DataSource
+from flayer.data.sources import DATASETS
 from flayer.data.split import ClientSplit, holdout, train_test_split
 from flayer.seeding import rng_for
 
@@ -28,19 +24,18 @@ def source_of(cfg: Config) -> DataSource:
 
 
 def min_partition_size(cfg: Config) -> int:
-    if cfg.partition.min_partition_size is not None:
-        return cfg.partition.min_partition_size
-    return default_min_size(source_of(cfg).num_samples(), cfg.num_clients)
+    return cfg.partition.least_size(source_of(cfg).num_samples(), cfg.num_clients)
 
 
-def _cache_root(cfg: Config) -> Path:
+def cache_root(cfg: Config) -> Path:
+    """The run's on-disk cache (cache_dir), shared by every process."""
     return Path(os.path.expanduser(cfg.cache_dir))
 
 
 def pool_files(cfg: Config) -> tuple[Path, Path]:
     """Decoded pool as two .npy files (memory-mapped by every process that reads them)."""
     source = source_of(cfg)
-    folder = _cache_root(cfg) / "pools" / f"{source.name}-{source.fingerprint()}"
+    folder = cache_root(cfg) / "pools" / f"{source.name}-{source.fingerprint()}"
     x_file, y_file = folder / "x.npy", folder / "y.npy"
     if not (x_file.exists() and y_file.exists()):
         pool = source.load()
@@ -49,9 +44,12 @@ def pool_files(cfg: Config) -> tuple[Path, Path]:
     return x_file, y_file
 
 
-@functools.lru_cache(maxsize=4)
+# the few files a process reads (a pool's x and y), each mapped once
+_MAPPED: Memo[np.ndarray] = Memo("memory-mapped .npy file", key=("file",), keep=4)
+
+
 def _memmap(file: str) -> np.ndarray:
-    return np.load(file, mmap_mode="r")
+    return _MAPPED.get((file,), lambda: np.load(file, mmap_mode="r"))
 
 
 def splits_file(cfg: Config) -> Path:
@@ -62,7 +60,7 @@ def splits_file(cfg: Config) -> Path:
     if source.partitioned:
         settings.update(partition=vars(cfg.partition), min_size=min_partition_size(cfg))
         name = cfg.partition.name
-    return _cache_root(cfg) / "splits" / f"{source.name}-{name}-{cache_key(settings)}.npz"
+    return cache_root(cfg) / "splits" / f"{source.name}-{name}-{cache_key(settings)}.npz"
 
 
 def client_splits(cfg: Config) -> list[ClientSplit]:
@@ -78,7 +76,7 @@ def _make_splits(file: Path, cfg: Config) -> list[ClientSplit]:
     else:
         _, y_file = pool_files(cfg)
         labels = np.asarray(_memmap(str(y_file)))
-        parts = PARTITIONERS.get(cfg.partition.name)(
+        parts = PARTITIONERS.get(cfg.partition.name).split(
             labels, cfg.num_clients, cfg.partition, min_partition_size(cfg), cfg.seed
         )
         splits = [
@@ -92,31 +90,41 @@ def _make_splits(file: Path, cfg: Config) -> list[ClientSplit]:
     return _read_splits(str(file), len(splits))
 
 
-@functools.lru_cache(maxsize=4)
+_SPLITS: Memo[list[ClientSplit]] = Memo("client splits read from a splits file",
+                                        key=("splits file", "num_clients"), keep=4)
+
+
 def _read_splits(file: str, num_clients: int) -> list[ClientSplit]:
-    with np.load(file) as data:
-        return [
-            ClientSplit(train=data[f"train_{k}"], test=data[f"test_{k}"])
-            for k in range(num_clients)
-        ]
+    def read() -> list[ClientSplit]:
+        with np.load(file) as data:
+            return [
+                ClientSplit(train=data[f"train_{k}"], test=data[f"test_{k}"])
+                for k in range(num_clients)
+            ]
+
+    return _SPLITS.get((file, num_clients), read)
 
 
-_FITTED: dict[str, DataSource] = {}
+# A fitted source is shaped by its split (the splits file's name holds the data, partition,
+# seed) and by the dataset settings, which the split does not hold all of (dataset.vocab).
+_FITTED: Memo[DataSource] = Memo("source fitted to its split's training samples",
+                                 key=("splits file", "dataset settings"))
 
 
 def dataset(cfg: Config) -> DataSource:
     """The run's source after the split, fitted to the training samples of all clients (its
     `spec` is then final); one per process and setting."""
     file = splits_file(cfg)
-    key = str(file)
-    if key not in _FITTED:
+
+    def fitted() -> DataSource:
         source = source_of(cfg)
         splits = client_splits(cfg)
         x_file, _ = pool_files(cfg)
         train = np.sort(np.concatenate([s.train for s in splits]))
         source.fit(_memmap(str(x_file)), train, file.with_suffix(""))
-        _FITTED[key] = source
-    return _FITTED[key]
+        return source
+
+    return _FITTED.get((str(file), astuple(cfg.dataset)), fitted)
 
 
 @dataclass
@@ -147,19 +155,21 @@ def _take(data: np.ndarray, idx: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(data[idx]))
 
 
-_CLIENTS: dict[tuple[str, int, float], ClientData] = {}
+_CLIENTS: Memo[ClientData] = Memo("a client's tensors (and its fitted source)",
+                                  key=("splits file", "dataset settings", "partition id",
+                                       "validation fraction"))
 
 
 def load_client(cfg: Config, partition_id: int, val_fraction: float = 0.0) -> ClientData:
     """A client's tensors, loaded once per process and kept for later rounds."""
-    key = (str(splits_file(cfg)), partition_id, val_fraction)
-    if key not in _CLIENTS:
+
+    def load() -> ClientData:
         source = dataset(cfg)
         x_file, y_file = pool_files(cfg)
         x, y = _memmap(str(x_file)), _memmap(str(y_file))
         split = client_splits(cfg)[partition_id]
         train, val = holdout(split.train, val_fraction, rng_for(cfg.seed, "holdout", partition_id))
-        _CLIENTS[key] = ClientData(
+        return ClientData(
             x_train=_take(x, train),
             y_train=_take(y, train),
             x_test=_take(x, split.test),
@@ -168,4 +178,6 @@ def load_client(cfg: Config, partition_id: int, val_fraction: float = 0.0) -> Cl
             y_val=_take(y, val),
             source=source,
         )
-    return _CLIENTS[key]
+
+    key = (str(splits_file(cfg)), astuple(cfg.dataset), partition_id, val_fraction)
+    return _CLIENTS.get(key, load)

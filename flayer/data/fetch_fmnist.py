@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flayer.data.fmnist import FILES
+from flayer.data.sources.fmnist import FILES
 
 HUB_ID = "zalando-datasets/fashion_mnist"
 

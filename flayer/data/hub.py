@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from flayer.data.cache import Memo
 from flayer.errors import DataError
 
 if TYPE_CHECKING:
@@ -47,14 +48,15 @@ IMAGE_FOLDER_FORMAT = "an image folder <class>/<image>"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 PROBE_TIMEOUT_S = 3.0  # how long to wait for the hub's host before reading the local cache
 
-# Loaded DatasetDicts, image-folder listings and the hub probe, once per process (every process
-# asks the source for its size and fingerprint several times while it builds its clients).
-_MEMO: dict[tuple, Any] = {}
-
-
-def forget() -> None:
-    """Drop what this process has read (a changed copy at the same place is then re-read)."""
-    _MEMO.clear()
+# Once per process: every process asks the source for its size and fingerprint several times
+# while it builds its clients (`flayer.data.cache.forget` drops them).
+_ONLINE: Memo[bool] = Memo("whether the hub answers", key=("hub endpoint",))
+_FROM_HUB: Memo[dict[str, Any]] = Memo("splits of a hub dataset", key=("hub id",))
+_FROM_DISK: Memo[dict[str, Any]] = Memo("splits of a save_to_disk folder",
+                                        key=("folder", "fingerprint of its files"))
+_LISTINGS: Memo[tuple[list[str], list[tuple[str, int, int]]]] = Memo(
+    "class folders and images of an image folder",
+    key=("folder", "class folders and their modification times"))
 
 
 def split_order(names: list[str]) -> list[str]:
@@ -82,16 +84,18 @@ def hub_online() -> bool:
         return False
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True  # only the proxy knows; let the library try
-    key = ("online", datasets.config.HF_ENDPOINT)
-    if key not in _MEMO:
-        url = urlparse(datasets.config.HF_ENDPOINT)
+    endpoint = datasets.config.HF_ENDPOINT
+
+    def probe() -> bool:
+        url = urlparse(endpoint)
         port = url.port or (80 if url.scheme == "http" else 443)
         try:
             with socket.create_connection((url.hostname or "", port), timeout=PROBE_TIMEOUT_S):
-                _MEMO[key] = True
+                return True
         except OSError:
-            _MEMO[key] = False
-    return _MEMO[key]
+            return False
+
+    return _ONLINE.get((endpoint,), probe)
 
 
 def hub_cached(hub_id: str) -> bool:
@@ -271,17 +275,15 @@ class HubData:
         """The splits as `datasets` Datasets (memory-mapped), once per process."""
         import datasets
 
-        if self.kind == "hub":
-            # a replaced loader (tests) gets its own entry
-            key: tuple = ("hub", self.hub_id, id(datasets.load_dataset))
-        else:
-            key = ("disk", str(self.path), self.fingerprint())
-        if key not in _MEMO:
+        def load() -> dict[str, Any]:
             loaded = self._load_hub() if self.kind == "hub" else self._load_disk()
             if isinstance(loaded, datasets.Dataset):
                 loaded = {"train": loaded}
-            _MEMO[key] = dict(loaded)
-        return _MEMO[key]
+            return dict(loaded)
+
+        if self.kind == "hub":
+            return _FROM_HUB.get((self.hub_id,), load)
+        return _FROM_DISK.get((str(self.path), self.fingerprint()), load)
 
     def _load_disk(self) -> Any:
         import datasets
@@ -340,8 +342,8 @@ class HubData:
         folder then file name; re-listed when a class folder changes."""
         assert self.path is not None
         dirs = _class_dirs(self.path)
-        key = ("images", str(self.path), tuple((d.name, d.stat().st_mtime_ns) for d in dirs))
-        if key not in _MEMO:
+
+        def scan() -> tuple[list[str], list[tuple[str, int, int]]]:
             labels = class_labels([d.name for d in dirs])
             files = []
             for d in dirs:
@@ -351,8 +353,10 @@ class HubData:
                         if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES
                     )
                 files += [(f"{d.name}/{name}", labels[d.name], size) for name, size in found]
-            _MEMO[key] = ([d.name for d in dirs], files)
-        return _MEMO[key]
+            return [d.name for d in dirs], files
+
+        key = (str(self.path), tuple((d.name, d.stat().st_mtime_ns) for d in dirs))
+        return _LISTINGS.get(key, scan)
 
     def _image_split(self) -> Split:
         """The image folder as one split, images stored by path like `datasets`' Image()."""

@@ -9,33 +9,35 @@ Two layouts are read:
   it is this node's data, split into train and test by the node itself
   (`partition.train_fraction`, seeded by the run seed and the node's partition id).
 
-The model is built from the dataset's spec, which must be known without any data so that the
-server and every node build the same model without sharing samples.
+The model is built from the dataset's spec, which must be known without any data
+(`DataSource.static_spec`: every dataset but AG News without a vocabulary file and PFLlib
+folders) so that the server and every node build the same model without sharing samples.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import astuple, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from flayer.config import Config
-from flayer.data.federated import ClientData
-from flayer.data.pfllib import read_client_file
-from flayer.data.source import DATASETS, DataSource, DataSpec
+from flayer.data.cache import Memo
+from flayer.data.federated import ClientData, cache_root
+from flayer.data.source import DataSource, DataSpec
+from flayer.data.sources import DATASETS
+from flayer.data.sources.pfllib import read_client_file
 from flayer.data.split import holdout, train_test_split
 from flayer.errors import DataError
 from flayer.seeding import rng_for
 
 
 def static_spec(cfg: Config) -> DataSpec | None:
-    """The run's input/output spec where the dataset fixes it without data (a class
-    attribute, as for Fashion-MNIST); None where it is learnt from the data (a vocabulary)."""
-    spec = getattr(DATASETS.get(cfg.dataset.name), "spec", None)
-    return spec if isinstance(spec, DataSpec) else None
+    """The run's input/output spec where the dataset fixes it without data; None where it is
+    learnt from the data (a vocabulary built from the training texts, a PFLlib folder)."""
+    return DATASETS.get(cfg.dataset.name).static_spec(cfg.dataset)
 
 
 def node_source(cfg: Config, data_dir: str) -> DataSource:
@@ -43,7 +45,9 @@ def node_source(cfg: Config, data_dir: str) -> DataSource:
     if static_spec(cfg) is None:
         raise DataError(
             f"node data (data-dir) needs a dataset whose model spec is known without data; "
-            f"{cfg.dataset.name} learns it from the data, so use partition-id/num-partitions"
+            f"{cfg.dataset.name} with these settings learns it from the data, so use "
+            f"partition-id/num-partitions (or, for a text set, give every node the same "
+            f"dataset.vocab file)"
         )
     return DATASETS.get(cfg.dataset.name)(replace(cfg.dataset, path=data_dir))
 
@@ -59,9 +63,7 @@ def _pfllib_files(folder: Path, partition_id: int) -> tuple[Path, Path] | None:
 
 def _compact(x: np.ndarray, spec: DataSpec, file: Path) -> np.ndarray:
     """PFLlib stores images normalized to [-1, 1] as float32: back to the uint8 the rest of
-    flayer stores (exact for 8-bit sources); token ids stay as they are."""
-    if spec.vocab_size is not None:
-        return x.astype(np.int64)
+    flayer stores (exact for 8-bit sources)."""
     if x.ndim == len(spec.input_shape):  # no channel axis
         x = x[:, None]
     if tuple(x.shape[1:]) != tuple(spec.input_shape):
@@ -92,6 +94,10 @@ def _load(cfg: Config, data_dir: str, partition_id: int, val_fraction: float) ->
     spec = source.spec
     files = _pfllib_files(folder, partition_id)
     if files is not None:
+        if spec.vocab_size is not None:  # PFLlib's token ids are not those of dataset.vocab
+            raise DataError(f"{folder}: PFLlib client files of token ids cannot be read as "
+                            f"{cfg.dataset.name} node data; give the node's samples in the "
+                            f"dataset's own format")
         (x_tr, y_tr), (x_te, y_te) = (read_client_file(f) for f in files)
         x_tr, x_te = _compact(x_tr, spec, files[0]), _compact(x_te, spec, files[1])
         x = np.concatenate([x_tr, x_te])
@@ -104,6 +110,8 @@ def _load(cfg: Config, data_dir: str, partition_id: int, val_fraction: float) ->
         split = train_test_split(np.arange(len(y)), cfg.partition.train_fraction,
                                  rng_for(cfg.seed, "node-split", partition_id))
         train, test = split.train, split.test
+        # inputs may need what only the data says (AG News: pool ids -> vocabulary ids)
+        source.fit(x, train, cache_root(cfg) / "nodes" / f"{source.name}-{source.fingerprint()}")
     _check_labels(y, spec, str(folder))
     train, val = holdout(train, val_fraction, rng_for(cfg.seed, "holdout", partition_id))
     (x_train, y_train), (x_test, y_test), (x_val, y_val) = (
@@ -112,14 +120,14 @@ def _load(cfg: Config, data_dir: str, partition_id: int, val_fraction: float) ->
                       x_val=x_val, y_val=y_val, source=source)
 
 
-_NODES: dict[tuple, ClientData] = {}
+_NODES: Memo[ClientData] = Memo("a node's own data as one client's",
+                                key=("dataset settings at the node's folder", "seed",
+                                     "train fraction", "partition id", "validation fraction"))
 
 
 def load_node_data(cfg: Config, data_dir: str, partition_id: int,
                    val_fraction: float = 0.0) -> ClientData:
     """The node's own samples as one client's data (loaded once per process)."""
-    key = (cfg.dataset.name, data_dir, cfg.seed, cfg.partition.train_fraction, partition_id,
-           val_fraction)
-    if key not in _NODES:
-        _NODES[key] = _load(cfg, data_dir, partition_id, val_fraction)
-    return _NODES[key]
+    key = (astuple(replace(cfg.dataset, path=data_dir)), cfg.seed,
+           cfg.partition.train_fraction, partition_id, val_fraction)
+    return _NODES.get(key, lambda: _load(cfg, data_dir, partition_id, val_fraction))

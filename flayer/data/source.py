@@ -4,11 +4,17 @@ A source is bound to one `dataset` config (its path and options). The federated 
 for the pool of samples, partitions the labels (or takes the source's own clients, for sources
 that come already split), then lets the source `fit` to the training samples (AG News builds
 its vocabulary there) before any model is built from its `spec`.
+
+Where the dataset fixes the spec without any data (`static_spec`), a server builds the model
+without holding data, and a node may bring its own folder (node config `data-dir`).
+
+The built-in sources live in `flayer.data.sources`, one module per dataset; importing that
+package fills `DATASETS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import abc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +43,9 @@ class DataSpec:
     vocab_size: int | None = None  # token inputs: ids lie in [0, vocab_size)
 
 
-class DataSource:
-    """Base of every source; subclasses implement the abstract methods and may override the
-    hooks (`fixed_splits`, `fit`)."""
+class DataSource(abc.ABC):
+    """Base of every source: subclasses implement the abstract methods and may override the
+    hooks (`spec`, `fixed_splits`, `num_clients`, `fit`)."""
 
     name: str
     partitioned = True  # False: the source brings its own clients (`fixed_splits`)
@@ -47,35 +53,48 @@ class DataSource:
     def __init__(self, cfg: DatasetConfig) -> None:
         self.cfg = cfg
 
+    @classmethod
+    @abc.abstractmethod
+    def static_spec(cls, cfg: DatasetConfig) -> DataSpec | None:
+        """The spec where the dataset fixes it without any data (shapes and classes are the
+        dataset's; a given vocabulary file), else None: it is learnt from the data. Every
+        source says which, since a server without data and a node with its own data rely
+        on it."""
+
+    @abc.abstractmethod
     def check(self) -> None:
         """Raise DataError naming what is missing and how to get it; cheap."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def num_samples(self) -> int:
         """Size of the pool, known without decoding it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def fingerprint(self) -> str:
         """Identity of the data for cache keys (e.g. names and sizes of its files)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load(self) -> Pool:
         """Read and decode the whole pool."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Compact stored samples -> model input."""
 
     @property
     def spec(self) -> DataSpec:
-        """Input shape, classes (and vocabulary size); valid after `fit`."""
-        raise NotImplementedError
-
-    def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Compact stored samples -> model input."""
-        raise NotImplementedError
+        """Input shape, classes (and vocabulary size); final after `fit`. The static spec
+        here; sources that learn it from the data override this."""
+        spec = self.static_spec(self.cfg)
+        if spec is None:
+            raise RuntimeError(f"{self.name}: the spec is learnt from the data; it is known "
+                               "after `fit`")
+        return spec
 
     def fixed_splits(self) -> list[ClientSplit]:
         """The clients as the data defines them (indices into the pool); only where
         `partitioned` is False."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name} is partitioned: it has no clients of its own")
 
     def num_clients(self) -> int:
         """How many clients `fixed_splits` gives; sources override it where counting is
@@ -84,11 +103,11 @@ class DataSource:
 
     def fit(self, x: np.ndarray, train: np.ndarray, folder: Path) -> None:
         """Learn what inputs need from the pool's training samples `train` (indices into x);
-        `folder` is this split's cache folder. Nothing to learn for images."""
+        `folder` is this split's cache folder. Optional: images are used as stored."""
+        return None
 
 
-SourceFactory = Callable[[DatasetConfig], DataSource]
-DATASETS: Registry[SourceFactory] = Registry("dataset")
+DATASETS: Registry[type[DataSource]] = Registry("dataset")
 
 
 def scale_images(x: torch.Tensor) -> torch.Tensor:

@@ -1,1 +1,10 @@
-"""FLAYER: layer-wise local initialization, adaptive rates, masked upload and aggregation."""
+"""FLAYER (Chen et al., "Optimizing Personalized Federated Learning through Adaptive
+Layer-Wise Learning", IJCAI 2025): settings, client side and server side, registered as
+"flayer"."""
+
+from flayer.flayer.client import FlayerClient
+from flayer.flayer.server import FlayerStrategy
+from flayer.flayer.settings import FlayerConfig
+from flayer.method import register_method
+
+register_method("flayer", FlayerConfig, FlayerClient, FlayerStrategy)

@@ -1,5 +1,6 @@
-"""FLAYER's local initialization (Eq. 2): copy the global model, mix the top-P tensors with
-the client's own by its last accuracy a_k, then one head pass in which only they learn."""
+"""FLAYER's local initialization (Eq. 2): copy the global model, mixing the top-P tensors
+with the client's own by its last accuracy a_k (the head pass that follows is the client's,
+flayer.flayer.client)."""
 
 from __future__ import annotations
 
@@ -22,18 +23,3 @@ def mix_into(model: nn.Module, global_arrays: Mapping[str, np.ndarray], top: Ite
                 params[name].mul_(a).add_(g, alpha=1.0 - a)
             else:
                 params[name].copy_(g)
-
-
-def head_optimizer(model: nn.Module, top: Iterable[str], rate_of: Mapping[str, float]
-                   ) -> torch.optim.SGD:
-    """Plain SGD over the top tensors only, each at its layer's current rate; others frozen."""
-    top = list(top)
-    params = dict(model.named_parameters())
-    for name, p in params.items():
-        p.requires_grad_(name in top)
-    return torch.optim.SGD([{"params": [params[n]], "lr": rate_of[n]} for n in top])
-
-
-def unfreeze(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad_(True)

@@ -8,7 +8,7 @@ from torch import nn
 
 from flayer.data.source import DataSpec
 from flayer.errors import ConfigError
-from flayer.registry import Registry
+from flayer.registry import Registry, import_modules
 
 ModelBuilder = Callable[[DataSpec], nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
@@ -38,4 +38,4 @@ def require_tokens(spec: DataSpec, model: str) -> None:
                           f"vocab_size={spec.vocab_size}")
 
 
-from flayer.models import cnn, fasttext, resnet  # noqa: E402,F401  (each registers itself)
+import_modules(__name__, __path__)  # each module registers its model(s)

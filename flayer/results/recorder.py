@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from flayer.strategy import RoundRecord
+from flayer.results.record import RoundRecord
 
 METRIC_COLUMNS = [
     "round", "model_version", "accuracy", "accuracy_mean", "accuracy_std", "auc", "loss",
@@ -55,10 +55,6 @@ def round_metrics(rec: RoundRecord) -> dict[str, Any]:
 
 def column_name(metric: str) -> str:
     return metric.replace("-", "_")
-
-
-def has_results(run_dir: Path) -> list[str]:
-    return [name for name in RESULT_FILES if (run_dir / name).exists()]
 
 
 class RunRecorder:

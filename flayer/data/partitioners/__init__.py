@@ -1,19 +1,61 @@
-"""Label partitioners: labels -> one index array per client. One file per scheme."""
+"""Label partitioners: labels -> one index array per client.
+
+One module per scheme holds its split function and its settings class (a PartitionConfig
+subclass with its own `check`), registered together by the scheme's name. Every module in this
+package is imported, so a new scheme is its module, its conf/partition/<name>.yaml (whose
+defaults name `<name>_schema`) and its test, with no import line elsewhere.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+from omegaconf import MISSING
 
 from flayer.config import PartitionConfig
-from flayer.registry import Registry
+from flayer.registry import Registry, import_modules
 
-# (labels, num_clients, settings, min_size, seed) -> list of index arrays, one per client
-Partitioner = Callable[[np.ndarray, int, PartitionConfig, int, int], list[np.ndarray]]
-PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
+S = TypeVar("S", bound=PartitionConfig)
+
+# (labels, num_clients, the scheme's settings, least client size, seed) -> index arrays, one
+# per client
+Split = Callable[[np.ndarray, int, S, int, int], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Partitioner(Generic[S]):
+    """A scheme: its split function and the settings class it reads (its Hydra schema)."""
+
+    name: str
+    split: Split[S]
+    settings: type[S]
+
+
+PARTITIONERS: Registry[Partitioner[Any]] = Registry("partitioner")
+
+
+def register_partitioner(settings: type[S]) -> Callable[[Split[S]], Split[S]]:
+    """Decorator registering a split function with its settings class, under the name the
+    class defaults to (so the name is written once). The function is returned unchanged."""
+    name = getattr(settings, "name", MISSING)
+    if not isinstance(name, str) or name == MISSING:
+        raise ValueError(f"{settings.__name__} needs a default name (its scheme's name)")
+
+    def add(split: Split[S]) -> Split[S]:
+        PARTITIONERS.register(name)(Partitioner(name=name, split=split, settings=settings))
+        return split
+
+    return add
+
+
+def partition_schemas() -> dict[str, type[PartitionConfig]]:
+    """Every scheme's settings class by the schema name its conf/partition/<name>.yaml
+    names, for Hydra's ConfigStore group "partition"."""
+    return {f"{name}_schema": PARTITIONERS.get(name).settings for name in PARTITIONERS}
 
 
 def load_partitions(partitioner: Any, num_clients: int) -> list[np.ndarray]:
@@ -27,13 +69,4 @@ def load_partitions(partitioner: Any, num_clients: int) -> list[np.ndarray]:
         ]
 
 
-def default_min_size(pool_size: int, num_clients: int) -> int:
-    """PFLlib's least samples per client: int(min(40, pool / (2 N)))."""
-    return int(min(40, pool_size / (2 * num_clients)))
-
-
-from flayer.data.partitioners import (  # noqa: E402,F401  (each registers itself)
-    dirichlet,
-    iid,
-    pathological,
-)
+import_modules(__name__, __path__)  # each scheme's module registers it

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner
 
-from flayer.config import PartitionConfig
-from flayer.data.partitioners import PARTITIONERS, load_partitions
-from flayer.errors import DataError
+from flayer.config import Config, PartitionConfig
+from flayer.data.partitioners import load_partitions, register_partitioner
+from flayer.errors import DataError, require
 
 
-@PARTITIONERS.register("dirichlet")
+@dataclass
+class DirichletConfig(PartitionConfig):
+    """Settings of the Dirichlet scheme (conf/partition/dirichlet.yaml)."""
+
+    name: str = "dirichlet"
+    alpha: float = 0.1  # concentration: small = few classes per client, large = close to IID
+
+    def check(self, cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
+        require(self.alpha > 0, "partition.alpha", self.alpha, "must be > 0")
+        super().check(cfg, pool, dataset, classes)
+
+    def summary_fields(self) -> dict[str, Any]:
+        """alpha sets how skewed the clients are, so a result means nothing without it."""
+        return {**super().summary_fields(), "alpha": self.alpha}
+
+
+@register_partitioner(DirichletConfig)
 def dirichlet(
-    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, min_size: int, seed: int
+    labels: np.ndarray, num_clients: int, cfg: DirichletConfig, min_size: int, seed: int
 ) -> list[np.ndarray]:
     table = Dataset.from_dict({"label": labels, "idx": np.arange(len(labels), dtype=np.int64)})
     partitioner = DirichletPartitioner(

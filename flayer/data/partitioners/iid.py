@@ -7,19 +7,29 @@ same seed gives the same clients, another seed other clients.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import IidPartitioner
 
 from flayer.config import PartitionConfig
-from flayer.data.partitioners import PARTITIONERS, load_partitions
+from flayer.data.partitioners import load_partitions, register_partitioner
 from flayer.errors import DataError
 from flayer.seeding import rng_for
 
 
-@PARTITIONERS.register("iid")
+@dataclass
+class IidConfig(PartitionConfig):
+    """Settings of the IID scheme (conf/partition/iid.yaml): only the shared ones, whose rules
+    the base class checks."""
+
+    name: str = "iid"
+
+
+@register_partitioner(IidConfig)
 def iid(
-    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, min_size: int, seed: int
+    labels: np.ndarray, num_clients: int, cfg: IidConfig, min_size: int, seed: int
 ) -> list[np.ndarray]:
     """Shards of sizes that differ by at most one (the first n mod num_clients get one more)."""
     smallest = len(labels) // num_clients

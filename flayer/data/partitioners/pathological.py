@@ -12,14 +12,16 @@ warning names them.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import PathologicalPartitioner
 
-from flayer.config import PartitionConfig
-from flayer.data.partitioners import PARTITIONERS, load_partitions
-from flayer.errors import DataError
+from flayer.config import Config, PartitionConfig
+from flayer.data.partitioners import load_partitions, register_partitioner
+from flayer.errors import DataError, require
 from flayer.seeding import rng_for
 
 log = logging.getLogger(__name__)
@@ -27,27 +29,53 @@ log = logging.getLogger(__name__)
 ASSIGNMENTS = ("first-deterministic", "deterministic", "random")
 
 
-@PARTITIONERS.register("pathological")
+@dataclass
+class PathologicalConfig(PartitionConfig):
+    """Settings of the pathological scheme (conf/partition/pathological.yaml)."""
+
+    name: str = "pathological"
+    # The number of classes each client holds, and how they are picked: "first-deterministic"
+    # (with C classes: client k gets class k mod C plus random others, as in Li et al.,
+    # "Federated Learning on Non-IID Data Silos"), "deterministic" (classes k, k+1, ... mod C)
+    # or "random" (any classes, drawn with the run seed).
+    classes_per_client: int = 2
+    class_assignment: str = "first-deterministic"
+
+    def check(self, cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
+        self.check_classes(classes, dataset)
+        super().check(cfg, pool, dataset, classes)
+
+    def check_classes(self, classes: int | None, dataset: str) -> None:
+        """classes_per_client against the class count (where known) and the assignment mode.
+        The partitioner checks again with the labels' own count: a source that learns its
+        classes from the data knows the count only then."""
+        k = self.classes_per_client
+        allowed = (f"must be from 1 to {classes} ({dataset} has {classes} classes)" if classes
+                   else f"must be from 1 to the number of classes of {dataset}")
+        require(k >= 1 and (classes is None or k <= classes), "partition.classes_per_client", k,
+                allowed)
+        require(self.class_assignment in ASSIGNMENTS, "partition.class_assignment",
+                self.class_assignment, f"must be one of {', '.join(ASSIGNMENTS)}")
+
+    def summary_fields(self) -> dict[str, Any]:
+        """How many classes a client holds, and which, set how skewed the clients are."""
+        return {**super().summary_fields(), "classes_per_client": self.classes_per_client,
+                "class_assignment": self.class_assignment}
+
+
+@register_partitioner(PathologicalConfig)
 def pathological(
-    labels: np.ndarray, num_clients: int, cfg: PartitionConfig, min_size: int, seed: int
+    labels: np.ndarray, num_clients: int, cfg: PathologicalConfig, min_size: int, seed: int
 ) -> list[np.ndarray]:
     k, mode = cfg.classes_per_client, cfg.class_assignment
     classes = np.unique(labels)
-    if not 1 <= k <= len(classes):
-        raise DataError(
-            f"partition.classes_per_client={k}, but the data has {len(classes)} classes; "
-            f"use a value from 1 to {len(classes)}"
-        )
-    if mode not in ASSIGNMENTS:
-        raise DataError(
-            f"partition.class_assignment={mode!r} is not one of {', '.join(ASSIGNMENTS)}"
-        )
+    cfg.check_classes(len(classes), "the data")
     order = rng_for(seed, "partition", "pathological").permutation(len(labels))
     partitioner = PathologicalPartitioner(
         num_partitions=num_clients,
         partition_by="label",
         num_classes_per_partition=k,
-        class_assignment_mode=mode,  # type: ignore[arg-type]  (checked above)
+        class_assignment_mode=mode,  # type: ignore[arg-type]  (check_classes)
         shuffle=True,
         seed=seed,
     )

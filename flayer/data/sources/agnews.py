@@ -26,7 +26,7 @@ import torch
 
 from flayer.atomic import write_atomic
 from flayer.config import DatasetConfig
-from flayer.data.cache import save_array_atomic
+from flayer.data.cache import Memo, save_array_atomic
 from flayer.data.hub import HubData, read_labels
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
 from flayer.errors import ConfigError, DataError
@@ -38,8 +38,9 @@ TOKEN = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = "lower-w+-punct-1"  # part of the pool's cache key
 VOCAB_FILE = "vocab.txt"
 
-# Sorted pool tokens by pool fingerprint, kept from `load` for `fit` in the same process.
-_POOL_TOKENS: dict[str, list[str]] = {}
+# kept from `load` for `fit` in the same process (re-read where this process did not decode)
+_POOL_TOKENS: Memo[list[str]] = Memo("sorted pool tokens of AG News",
+                                     key=("pool fingerprint",))
 
 
 def tokenize(text: str) -> list[str]:
@@ -80,6 +81,11 @@ def build_vocab(ids: np.ndarray, tokens: list[str]) -> list[str]:
     return [PAD, UNK] + [tokens[i - 1] for i in order]
 
 
+def _given_vocab(cfg: DatasetConfig) -> Path:
+    assert cfg.vocab
+    return Path(os.path.expanduser(cfg.vocab))
+
+
 class AGNews(DataSource):
     name = "agnews"
     hub_id = "fancyzhx/ag_news"
@@ -97,24 +103,30 @@ class AGNews(DataSource):
     def max_len(self) -> int:
         return self.cfg.max_len
 
+    @classmethod
+    def _spec_for(cls, cfg: DatasetConfig, vocab: list[str]) -> DataSpec:
+        return DataSpec(input_shape=(cfg.max_len,), num_classes=cls.num_classes,
+                        vocab_size=len(vocab))
+
+    @classmethod
+    def static_spec(cls, cfg: DatasetConfig) -> DataSpec | None:
+        """Fixed only by a given vocabulary file (dataset.vocab); else the vocabulary is built
+        from the clients' training texts."""
+        return cls._spec_for(cfg, read_vocab(_given_vocab(cfg))) if cfg.vocab else None
+
     @property
     def spec(self) -> DataSpec:
         if self.vocab is None and self.cfg.vocab:
-            self.vocab = read_vocab(self._given_vocab())
+            self.vocab = read_vocab(_given_vocab(self.cfg))
         if self.vocab is None:
             raise RuntimeError("agnews: the vocabulary is known after `fit` (it is built from "
                                "the clients' training texts) or from dataset.vocab")
-        return DataSpec(input_shape=(self.max_len,), num_classes=self.num_classes,
-                        vocab_size=len(self.vocab))
-
-    def _given_vocab(self) -> Path:
-        assert self.cfg.vocab
-        return Path(os.path.expanduser(self.cfg.vocab))
+        return self._spec_for(self.cfg, self.vocab)
 
     def check(self) -> None:
         if self.max_len < 1:
             raise ConfigError("dataset.max_len", self.max_len, "must be >= 1 token")
-        if self.cfg.vocab and not self._given_vocab().is_file():
+        if self.cfg.vocab and not _given_vocab(self.cfg).is_file():
             raise ConfigError("dataset.vocab", self.cfg.vocab,
                               "no such file; give a vocabulary file (one token per line, "
                               f"starting {PAD}, {UNK}) or null to build one")
@@ -143,7 +155,7 @@ class AGNews(DataSource):
     def load(self) -> Pool:
         seqs, y = self._read()
         tokens = sorted({t for seq in seqs for t in seq})
-        _POOL_TOKENS[self.fingerprint()] = tokens
+        _POOL_TOKENS.put((self.fingerprint(),), tokens)
         pool_id = {t: i + 1 for i, t in enumerate(tokens)}
         x = np.zeros((len(seqs), self.max_len), dtype=np.int32)
         for row, seq in zip(x, seqs, strict=True):
@@ -153,17 +165,17 @@ class AGNews(DataSource):
     def _pool_tokens(self) -> list[str]:
         """The sorted pool tokens (pool id i = tokens[i - 1]); re-read if this process did not
         decode the pool."""
-        key = self.fingerprint()
-        if key not in _POOL_TOKENS:
+        def read() -> list[str]:
             seqs, _ = self._read()
-            _POOL_TOKENS[key] = sorted({t for seq in seqs for t in seq})
-        return _POOL_TOKENS[key]
+            return sorted({t for seq in seqs for t in seq})
+
+        return _POOL_TOKENS.get((self.fingerprint(),), read)
 
     def fit(self, x: np.ndarray, train: np.ndarray, folder: Path) -> None:
         """Take the vocabulary from dataset.vocab, else from this split's cache, else build it
         from the training rows `train` and cache it; then the pool id -> vocabulary id table."""
         if self.cfg.vocab:
-            self.vocab_file = self._given_vocab()
+            self.vocab_file = _given_vocab(self.cfg)
             self.vocab = read_vocab(self.vocab_file)
         elif (folder / VOCAB_FILE).is_file():
             self.vocab_file = folder / VOCAB_FILE

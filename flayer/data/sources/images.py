@@ -105,9 +105,10 @@ class HubImages(DataSource):
         super().__init__(cfg)
         self.data = HubData(self.hub_id, cfg.path, images=True)
 
-    @property
-    def spec(self) -> DataSpec:
-        return DataSpec(input_shape=(3, *self.size), num_classes=self.num_classes)
+    @classmethod
+    def static_spec(cls, cfg: DatasetConfig) -> DataSpec:
+        """Fixed by the dataset: RGB images of its size, its classes."""
+        return DataSpec(input_shape=(3, *cls.size), num_classes=cls.num_classes)
 
     def check(self) -> None:
         self.data.check()

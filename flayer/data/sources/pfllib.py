@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from flayer.config import DatasetConfig
+from flayer.data.cache import Memo
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
 from flayer.data.split import ClientSplit
 from flayer.errors import DataError
@@ -46,8 +47,9 @@ PARTS = ("train", "test")
 # config.json entry with each client's (label, count) pairs, as PFLlib's save_file writes it
 STATISTIC = "Size of samples for labels in clients"
 
-# (train, test) sample counts per client, per folder identity; decoding a folder is slow
-_SIZES: dict[str, list[tuple[int, int]]] = {}
+# decoding a folder is slow: its clients' sizes are kept from the first read
+_SIZES: Memo[list[tuple[int, int]]] = Memo(
+    "(train, test) samples per client of a PFLlib folder", key=("folder fingerprint",))
 
 
 def _ids(row: Any) -> Any:
@@ -170,6 +172,11 @@ class PFLlibFolder(DataSource):
             raise DataError(f"{file} does not hold a JSON object")
         return config
 
+    @classmethod
+    def static_spec(cls, cfg: DatasetConfig) -> None:
+        """Learnt from the folder: its sample shape, classes and largest token id."""
+        return None
+
     def check(self) -> None:
         files, config = self._files(), self._config()
         declared = config.get("num_clients")
@@ -197,14 +204,15 @@ class PFLlibFolder(DataSource):
             xs += [xa, xb]
             ys += [ya, yb]
             sizes.append((len(ya), len(yb)))
-        _SIZES[self.fingerprint()] = sizes
+        _SIZES.put((self.fingerprint(),), sizes)
         return xs, ys
 
     def _sizes(self) -> list[tuple[int, int]]:
-        key = self.fingerprint()
-        if key not in _SIZES:
-            self._read()
-        return _SIZES[key]
+        def read() -> list[tuple[int, int]]:
+            _, ys = self._read()  # client 0 train, client 0 test, client 1 train, ...
+            return [(len(a), len(b)) for a, b in zip(ys[::2], ys[1::2], strict=True)]
+
+        return _SIZES.get((self.fingerprint(),), read)
 
     def num_samples(self) -> int:
         """From config.json's per-client label counts where present (no decoding)."""

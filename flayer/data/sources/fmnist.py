@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flayer.config import DatasetConfig
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
 from flayer.errors import DataError
 
@@ -61,7 +62,7 @@ def read_idx(file: Path) -> np.ndarray:
 
 class FashionMNIST(DataSource):
     name = "fmnist"
-    spec = DataSpec(input_shape=(1, 28, 28), num_classes=10)
+    spec = DataSpec(input_shape=(1, 28, 28), num_classes=10)  # the dataset's, fixed
     # Debian's dataset-fashion-mnist package, then where `fetch_fmnist` writes by default
     locations = ("/usr/share/datasets/fashion-mnist", "~/.cache/flayer/fashion-mnist")
 
@@ -86,6 +87,10 @@ class FashionMNIST(DataSource):
                 f"{INSTALL_HINT}"
             )
         return {k: v for k, v in found.items() if v is not None}
+
+    @classmethod
+    def static_spec(cls, cfg: DatasetConfig) -> DataSpec:
+        return cls.spec
 
     def check(self) -> None:
         self._files()
