@@ -41,7 +41,7 @@ def small(fake_fmnist, cache_dir):
 
     def cfg(*overrides):
         return make_config(f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}",
-                           "num_clients=3", "num_rounds=2", "partition.alpha=1.0", "batch_size=4",
+                           "num_clients=3", "num_rounds=2", "batch_size=4",
                            "lr=0.01", "progress=false", *small_data_tuning(overrides),
                            *overrides)
     return cfg

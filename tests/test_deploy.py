@@ -50,7 +50,7 @@ def common(tmp_path, cache_dir):
 
     def overrides(*extra: str, nodes: int = 3) -> str:
         args = [f"dataset.path={data}", f"cache_dir={cache_dir}", f"num_clients={nodes}",
-                "partition.alpha=1.0", "batch_size=10", "lr=0.01", *small_data_tuning(extra),
+                "batch_size=10", "lr=0.01", *small_data_tuning(extra),
                 *extra]
         dataset(make_config(*args))  # the split and the pool, before the nodes need them
         return " ".join(args)
