@@ -45,3 +45,15 @@ def small(fake_fmnist, cache_dir):
                            "lr=0.01", "progress=false", *small_data_tuning(overrides),
                            *overrides)
     return cfg
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op torch thread: small convolutions run several times slower when torch's
+    threads compete for the busy cores of a shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -200,14 +200,6 @@ def test_a_folder_in_the_datasets_format_is_one_clients_data(name, tmp_path, cac
     assert rows(x, y) == rows(node.x, node.y)  # every sample once, with its label
 
 
-@pytest.fixture
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list(NODE_SETS))
 def test_nodes_train_on_their_own_folders(name, tmp_path, cache_dir, single_thread):
     node = NODE_SETS[name](tmp_path)

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from flayer.flayer.settings import reference
 from flayer.validation import validate
@@ -48,14 +47,6 @@ def test_preset_is_the_papers_setup(preset):
     assert (cfg.learning_rate, reference(cfg.model.name).P) == (lr, p)
     assert (cfg.num_clients, cfg.partition.name, cfg.partition.alpha) == (20, "dirichlet", 0.1)
     assert (cfg.batch_size, cfg.local_epochs, cfg.partition.train_fraction) == (10, 1, 0.75)
-
-
-@pytest.fixture
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
