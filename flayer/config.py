@@ -100,6 +100,9 @@ class BackendConfig:
     client_cpus: float = 1.0  # CPUs per client actor
     client_gpus: float | None = None  # GPU share per client actor; null = 0.25 with CUDA, else 0
     num_cpus: int | None = None  # CPUs Ray may use; null = all
+    # Simulation: a running Ray cluster to attach to ("auto" or the head's "host:port");
+    # null = a private Ray instance of this run's own, whatever else runs on the machine
+    address: str | None = None
     round_timeout: float = 3600.0  # seconds to wait for the replies of one message round
     # Deployment: the run starts once num_clients nodes are connected, or after node_wait
     # seconds with at least min_nodes (null = num_clients); a lost node is waited for up to

@@ -22,14 +22,23 @@ log = logging.getLogger(__name__)
 
 
 def backend_config(cfg: Config) -> dict[str, Any]:
+    """Flower's Ray backend settings. With `backend.address` the run attaches to that running
+    cluster and passes no resource counts (its machines say what they have); without it the
+    run starts a private Ray instance (address "local"), even where RAY_ADDRESS names a
+    cluster or one left by `ray start` runs on the machine, since attaching to one by surprise
+    refuses our resource counts."""
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     gpus = cfg.backend.client_gpus
     if gpus is None:
         gpus = 0.25 if cuda else 0.0
-    init: dict[str, Any] = {"num_cpus": cfg.backend.num_cpus or os.cpu_count() or 1,
-                            "include_dashboard": False, "log_to_driver": True}
-    if cuda:
-        init["num_gpus"] = torch.cuda.device_count()
+    init: dict[str, Any] = {"log_to_driver": True}
+    if cfg.backend.address:
+        init["address"] = cfg.backend.address
+    else:
+        init.update(address="local", num_cpus=cfg.backend.num_cpus or os.cpu_count() or 1,
+                    include_dashboard=False)
+        if cuda:
+            init["num_gpus"] = torch.cuda.device_count()
     return {
         "client_resources": {"num_cpus": cfg.backend.client_cpus, "num_gpus": gpus},
         "init_args": init,

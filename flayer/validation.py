@@ -54,9 +54,21 @@ def _check_backend(cfg: Config) -> None:
     require(b.client_cpus > 0, "backend.client_cpus", b.client_cpus, "must be > 0")
     require(b.client_gpus is None or b.client_gpus >= 0, "backend.client_gpus", b.client_gpus,
              "must be >= 0 (or null for automatic)")
+    require(b.address is None or _is_ray_address(b.address), "backend.address", b.address,
+            "must be auto, host:port (a Ray head's GCS address), or null for a private Ray "
+            "instance")
+    require(b.address is None or b.num_cpus is None, "backend.num_cpus", b.num_cpus,
+            "must be null with backend.address (the cluster's machines say what they have)")
     require(b.num_cpus is None or b.num_cpus >= b.client_cpus, "backend.num_cpus", b.num_cpus,
              f"must be >= backend.client_cpus ({b.client_cpus}) or null for all")
     require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
+
+
+def _is_ray_address(address: str) -> bool:
+    if address == "auto":
+        return True
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _known_classes(source: DataSource) -> int | None:
