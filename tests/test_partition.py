@@ -135,3 +135,14 @@ def test_client_data_is_compact_and_scaled_on_use(fake_fmnist, cache_dir):
     assert load_client(cfg, 2) is data  # loaded once per process
     x = data.to_input(data.x_train[:4])
     assert x.min() >= -1 and x.max() <= 1
+
+
+def test_dirichlet_at_1000_clients_stops_naming_the_settings_to_change():
+    """Fashion-MNIST's size, 1,000 clients, alpha 0.1 and the default least size (35): the
+    split cannot be made, and the error says which settings would let it (run.py: exit 2)."""
+    labels = np.repeat(np.arange(10), 7000)
+    with pytest.raises(DataError) as err:
+        PARTITIONERS.get("dirichlet").split(labels, 1000, DirichletConfig(alpha=0.1), 35, 0)
+    message = str(err.value)
+    for setting in ("num_clients", "partition.alpha", "partition.min_partition_size"):
+        assert setting in message
