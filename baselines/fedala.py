@@ -34,6 +34,9 @@ Settings (conf/strategy/fedala.yaml; defaults are PFLlib's):
   threshold         the start phase stops when the std of the last losses is below it; 0.1
   num_pre_loss      how many last losses that std covers; default 10
   max_start_passes  cap on the start phase's passes (the reference has none); default 100
+  sync              eager (the reference: every client runs ALA on each new global model) or
+                    lazy (only clients that train or are evaluated, on the newest model when
+                    they next work; the versions in between are never aggregated locally)
 
 One difference from the reference: it also requires more than num_pre_loss losses before the
 threshold may stop the start phase; here num_pre_loss losses suffice.
@@ -53,7 +56,7 @@ from torch.func import functional_call
 from flayer.config import Config, StrategyConfig
 from flayer.layers import LayerMap
 from flayer.method import ClientMethod, load_params, register_method
-from flayer.strategy import PflStrategy
+from flayer.strategy import SYNC_MODES, PflStrategy
 from flayer.training import EvalResult, batches, only_trainable
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ class FedAlaConfig(StrategyConfig):
     threshold: float = 0.1
     num_pre_loss: int = 10
     max_start_passes: int = 100
+    sync: str = "eager"
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
         self.require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
@@ -88,6 +92,8 @@ class FedAlaConfig(StrategyConfig):
                      "must be >= 2 (a std of one loss is always 0)")
         self.require(self.max_start_passes >= 1, "max_start_passes", self.max_start_passes,
                      "must be >= 1")
+        self.require(self.sync in SYNC_MODES, "sync", self.sync,
+                     f"must be one of {', '.join(SYNC_MODES)}")
 
 
 class FedAlaClient(ClientMethod):
@@ -185,10 +191,13 @@ class FedAlaClient(ClientMethod):
 
 
 class FedAlaStrategy(PflStrategy):
-    """FedAvg's aggregation; every client receives (and locally aggregates) each version."""
+    """FedAvg's aggregation; with eager sync every client receives (and locally aggregates)
+    each version."""
+
+    settings: FedAlaConfig
 
     def sync_every_round(self) -> bool:
-        return True
+        return self.settings.sync == "eager"
 
 
 register_method("fedala", FedAlaConfig, FedAlaClient, FedAlaStrategy)

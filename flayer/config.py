@@ -133,6 +133,9 @@ class Config:
     num_clients: int = 20
     join_ratio: float = 1.0
     eval_every: int = 1
+    # share of the clients evaluated in an evaluated round between the first and the last
+    # (a seeded sample; rounds 0 and num_rounds evaluate every client)
+    eval_fraction: float = 1.0
     seed: int = 0
     batch_size: int = 10
     local_epochs: int = 1

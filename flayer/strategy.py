@@ -16,6 +16,7 @@ training reply must hold (`upload_spec`), how contributions combine
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -38,6 +39,9 @@ from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbyt
 log = logging.getLogger(__name__)
 
 RoundCallback = Callable[[RoundRecord], None]
+# Where a method syncs every client with each new model (`sync_every_round`), a setting may
+# make it lazy: only the clients that train or are evaluated take in the newest model.
+SYNC_MODES = ("eager", "lazy")
 Accepted = tuple[int, Contribution, dict]  # partition id, contribution, reply metrics
 
 
@@ -103,7 +107,7 @@ class PflStrategy:
             replies = grid.send_and_receive(self.configure_train(server_round, rec),
                                             timeout=timeout)
             self.aggregate_train(server_round, replies, rec)
-            if self.is_eval_round(server_round) or self.sync_every_round():
+            if self.evaluate_targets(server_round):
                 self.roster.refresh(grid, server_round)
         replies = grid.send_and_receive(self.configure_evaluate(server_round), timeout=timeout)
         self.aggregate_evaluate(server_round, replies, rec)
@@ -197,25 +201,43 @@ class PflStrategy:
             or server_round == self.cfg.num_rounds
         )
 
-    def configure_evaluate(self, server_round: int) -> list[Message]:
-        """Evaluate messages to every client with a node (in rounds without evaluation only
-        where the method must sync every client; `evaluate` says which)."""
-        evaluate = self.is_eval_round(server_round)
-        if not (evaluate or self.sync_every_round()):
+    def evaluated(self, server_round: int) -> list[int]:
+        """Partition ids evaluated this round: every client in round 0 and the last round,
+        else in an evaluated round an `eval_fraction` share of the run's clients, seeded by
+        run seed and round."""
+        known = self.roster.partitions
+        if not self.is_eval_round(server_round):
             return []
-        served = self.roster.served(self.roster.partitions)
+        if server_round in (0, self.cfg.num_rounds) or self.cfg.eval_fraction >= 1:
+            return known
+        k = min(len(known), max(1, math.ceil(self.cfg.eval_fraction * self.cfg.num_clients)))
+        chosen = rng_for(self.cfg.seed, "evaluate", server_round).choice(known, k,
+                                                                          replace=False)
+        return sorted(int(p) for p in chosen)
+
+    def evaluate_targets(self, server_round: int) -> list[int]:
+        """Partition ids sent an evaluate message: the evaluated ones, and every client where
+        the method must sync each new model (`evaluate` in the message says which is which)."""
+        if self.sync_every_round():
+            return self.roster.partitions
+        return self.evaluated(server_round)
+
+    def configure_evaluate(self, server_round: int) -> list[Message]:
+        evaluated = set(self.evaluated(server_round))
+        served = self.roster.served(self.evaluate_targets(server_round))
+        if not served:
+            return []
         arrays = to_record(self.global_arrays)
         return [self.message(arrays, node, MessageType.EVALUATE, server_round,
-                             **{keys.DO_EVALUATE: evaluate})
-                for _, node in sorted(served.items())]
+                             **{keys.DO_EVALUATE: pid in evaluated})
+                for pid, node in sorted(served.items())]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
                            rec: RoundRecord) -> None:
         """Every client's evaluation into the round's record, in partition-id order."""
         replies = list(replies)
-        asked = self.is_eval_round(server_round) or self.sync_every_round()
-        expected = (len(self.roster.partitions) if server_round else self.cfg.num_clients
-                    ) if asked else 0
+        expected = self.cfg.num_clients if server_round == 0 else len(
+            self.evaluate_targets(server_round))
         rec.failures += max(0, expected - len(replies))
         for msg in replies:
             if msg.has_error():

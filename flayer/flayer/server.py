@@ -15,8 +15,8 @@ class FlayerStrategy(PflStrategy):
     settings: FlayerConfig
 
     def sync_every_round(self) -> bool:
-        # Every client re-initializes from each new global model, evaluated or not.
-        return self.settings.local_init
+        # Eager: every client re-initializes from each new global model, evaluated or not.
+        return self.settings.local_init and self.settings.sync == "eager"
 
     def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:
         J = self.layers.num_tensors

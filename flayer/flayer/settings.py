@@ -6,6 +6,10 @@ Settings (conf/strategy/flayer.yaml; null = the reference value for the run's mo
   masked_upload     layer-wise selective upload; off = upload every tensor in full
   reference_quirks  reproduce the reference code's evident bugs (FLAYER.md): its starting
                     rate groups and withholding whole 1x1 convolutions
+  sync              eager | lazy: eager (the reference) initializes every client from each new
+                    global model; lazy only the clients that train or are evaluated, each
+                    from the newest model when it next works (skipped versions are never
+                    mixed in)
   accuracy_source   test | val: which accuracy becomes the next round's mixing weight a_k
   val_fraction      share of each client's training data held out when accuracy_source=val
   P, s, c, head_rate  top tensors mixed, rate scale, rate multiplier, head-rate fraction
@@ -18,6 +22,7 @@ from typing import Any
 
 from flayer.config import Config, StrategyConfig
 from flayer.layers import LayerMap
+from flayer.strategy import SYNC_MODES
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class FlayerConfig(StrategyConfig):
     adaptive_lr: bool = True
     masked_upload: bool = True
     reference_quirks: bool = False
+    sync: str = "eager"
     accuracy_source: str = "test"
     val_fraction: float = 0.1
     P: int | None = None
@@ -59,6 +65,8 @@ class FlayerConfig(StrategyConfig):
     head_rate: float | None = None
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
+        self.require(self.sync in SYNC_MODES, "sync", self.sync,
+                     f"must be one of {', '.join(SYNC_MODES)}")
         self.require(self.accuracy_source in ("test", "val"), "accuracy_source",
                      self.accuracy_source, "must be test or val")
         self.require(0 < self.val_fraction < 1, "val_fraction", self.val_fraction,
