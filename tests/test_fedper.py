@@ -14,7 +14,7 @@ from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
 from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
-from tests.localgrid import LocalGrid, run_local
+from tests.localgrid import RecordingGrid, run_local
 
 
 class Tiny(nn.Module):
@@ -114,34 +114,24 @@ def test_fit_trains_the_whole_model_and_uploads_only_the_body(kind):
     assert result.num_examples == 40 and np.isfinite(result.train_loss)
 
 
-def test_heads_stay_personal_across_rounds_through_the_apps(fake_fmnist, cache_dir,
-                                                             monkeypatch):
+def test_heads_stay_personal_across_rounds_through_the_apps(fake_fmnist, cache_dir):
     """Two rounds through the real apps; the head in each client's stored state is checked
     after every message exchange."""
-    snapshots: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}
-    original = LocalGrid.send_and_receive
-
-    def recording(self, messages, *, timeout=None):
-        messages = list(messages)
-        replies = original(self, messages, timeout=timeout)
-        if messages and messages[0].metadata.message_type != MessageType.QUERY:
-            first = messages[0]
-            key = (int(first.content[keys.CONFIG][keys.SERVER_ROUND]),
-                   first.metadata.message_type)
-            snapshots[key] = {
-                ctx.node_config[keys.NODE_PARTITION_ID]: {
-                    k[len("model/"):]: v.numpy().copy()
-                    for k, v in ctx.state[keys.STATE_ARRAYS].items()
-                }
-                for ctx in self.contexts.values()
-            }
-        return replies
-
-    monkeypatch.setattr(LocalGrid, "send_and_receive", recording)
     cfg = make_config(f"dataset.path={fake_fmnist}", f"cache_dir={cache_dir}", "num_clients=3",
                       "num_rounds=2", "partition.alpha=1.0", "lr=0.05", "progress=false",
                       "strategy=fedper")
-    strategy, records, _ = run_local(cfg)
+    grid = RecordingGrid(cfg)
+    strategy, records, _ = run_local(cfg, grid=grid)
+    # (round, message kind) -> partition -> its stored parameters after that message
+    snapshots: dict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = {}
+    for msg, _, stored in grid.log:
+        kind = msg.metadata.message_type
+        if kind == MessageType.QUERY:
+            continue
+        pid = grid.contexts[msg.metadata.dst_node_id].node_config[keys.NODE_PARTITION_ID]
+        key = (int(msg.content[keys.CONFIG][keys.SERVER_ROUND]), kind)
+        snapshots.setdefault(key, {})[pid] = {
+            k[len("model/"):]: v for k, v in stored.items()}
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
     body, head = set(layers.body_params), set(layers.head.params)
