@@ -23,6 +23,9 @@ class FedAvgConfig(StrategyConfig):
 class FedAvgClient(ClientMethod):
     """The base contract is FedAvg: receive = load, fit = train and upload everything."""
 
+    def kept(self) -> set[str]:
+        return self.buffers()  # every parameter comes from the global model
+
 
 class FedAvgStrategy(PflStrategy):
     """The base strategy is FedAvg: every tensor in full, sample-weighted mean."""

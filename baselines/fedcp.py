@@ -201,10 +201,19 @@ class FedCPClient(ClientMethod):
         cpn = build_cpn(self.cfg, env.layers.feature_width(model))
         self.model = FedCPModel(model, env.layers, cpn, self.settings.tau).to(env.device)
 
+    def kept(self) -> set[str]:
+        # The personal head and the context; the extractor, global head and CPN come from
+        # every global model.
+        head = {f"net.{name}" for name in self.env.layers.head.params}
+        return head | {"context"} | self.buffers()
+
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         # The personal head is kept; its (last trained) state sets the context.
         self.model.load_global(global_arrays)
         self.model.update_context()
+
+    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
+        self.model.load_global(global_arrays)  # the context stays as the last receive set it
 
     def loss(self, model: FedCPModel, x: torch.Tensor, y: torch.Tensor) -> Terms:
         h = model.features(x)

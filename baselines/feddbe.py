@@ -43,7 +43,6 @@ from flwr.app import MessageType
 from flwr.serverapp import Grid
 from torch import nn
 
-from flayer.aggregation import aggregate
 from flayer.config import Config, StrategyConfig
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap, features, require_linear_head
@@ -56,7 +55,7 @@ from flayer.method import (
     shared_params,
 )
 from flayer.results.record import RoundRecord
-from flayer.strategy import PflStrategy, to_record
+from flayer.strategy import PflStrategy, cohorts
 from flayer.training import Terms
 from flayer.upload import TensorSpec, Upload, UploadSpec
 
@@ -127,7 +126,13 @@ class FedDBEClient(ClientMethod):
         super().__init__(env, model)
         self.model = DBEModel(model, env.layers).to(env.device)
 
+    def kept(self) -> set[str]:
+        return {"bias"} | self.buffers()  # the running mean is kept among the extra arrays
+
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
+        self.reload(global_arrays)
+
+    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
         load_params(self.model.net, {k: v for k, v in global_arrays.items() if k != GLOBAL_MEAN})
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
@@ -187,18 +192,16 @@ class FedDBEStrategy(PflStrategy):
                 if name != GLOBAL_MEAN}
 
     def prepare_round0(self, grid: Grid, rec: RoundRecord, timeout: float) -> None:
-        arrays = to_record(self.global_arrays)
-        nodes = self.roster.served(self.roster.partitions).values()
-        messages = [self.message(arrays, node, MessageType.TRAIN, 0, **{PHASE: PHASE_MEAN})
-                    for node in nodes]
-        replies = grid.send_and_receive(messages, timeout=timeout)
         spec = {FEATURE_MEAN: TensorSpec((self.width,))}
-        accepted = self.collect(0, replies, spec, len(messages), rec)
-        if not accepted:
+        messages = self.messages(self.roster.partitions, MessageType.TRAIN, 0, spec=spec,
+                                 **{PHASE: PHASE_MEAN})
+        replies = grid.send_and_receive(messages, timeout=timeout)
+        got = self.collect(0, replies, spec, cohorts(messages), rec)
+        if not got.clients:
             raise RuntimeError("FedDBE: no client reported its feature mean in round 0")
         zero = {FEATURE_MEAN: np.zeros(self.width, dtype=np.float32)}
-        mean = aggregate([c for _, c, _ in accepted], zero)[FEATURE_MEAN]
-        log.info("FedDBE: global feature mean from %d clients (norm %.4f)", len(accepted),
+        mean = got.total.mean(zero)[FEATURE_MEAN]
+        log.info("FedDBE: global feature mean from %d clients (norm %.4f)", len(got.clients),
                  float(np.linalg.norm(mean)))
         self.global_arrays = {**self.global_arrays, GLOBAL_MEAN: mean}
 

@@ -65,6 +65,9 @@ class FedPerClient(ClientMethod):
     def body(self) -> tuple[str, ...]:
         return body_names(self.env.layers, self.settings.personal_layers)
 
+    def kept(self) -> set[str]:
+        return (set(self.env.layers.param_names) - set(self.body)) | self.buffers()
+
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         # The server must hold exactly the body: a head arriving here would overwrite the
         # personal one, so a mismatch is a bug worth stopping for.

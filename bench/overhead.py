@@ -2,8 +2,8 @@
 
 One warm FLAYER round (round 2) with 20 clients on Fashion-MNIST through our simulation,
 against the same rounds run in this process by the package's in-process grid
-(`flayer.apps.inprocess`: the same strategy and ClientApp handlers, messages handed straight
-to them, one client after another): train every client with adaptive rates and mask its
+(`flayer.apps.inprocess`: the same strategy and executor, messages handed straight to it,
+one client after another): train every client with adaptive rates and mask its
 upload, aggregate, then initialize every client from the new global model (mix + head pass)
 and evaluate it. Prints both times and, last, their ratio. Ray's start-up and the
 simulation's peak memory (summed PSS of the whole process tree, from
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,57 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from flayer.apps.inprocess import run_in_process  # noqa: E402
+from bench.memory import PeakMemory  # noqa: E402
+from flayer.apps.inprocess import InProcessGrid, run_in_process  # noqa: E402
 from flayer.compose import compose_dict  # noqa: E402
 from flayer.config import to_config  # noqa: E402
 from flayer.data.federated import client_splits  # noqa: E402
 from flayer.results.record import RoundRecord  # noqa: E402
 from flayer.validation import validate  # noqa: E402
-
-
-# ---- memory of the process tree ---------------------------------------------------------------
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            tree.setdefault(ppid, []).append(int(entry))
-    return tree
-
-
-def tree_pss_bytes(root: int) -> int:
-    tree, todo, total = _children(), [root], 0
-    while todo:
-        pid = todo.pop()
-        todo.extend(tree.get(pid, []))
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            pass
-    return total
-
-
-class PeakMemory(threading.Thread):
-    def __init__(self, interval: float = 0.5) -> None:
-        super().__init__(daemon=True)
-        self.interval, self.peak, self._done = interval, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, tree_pss_bytes(os.getpid()))
-            self._done.wait(self.interval)
-
-    def stop(self) -> int:
-        self._done.set()
-        self.join()
-        return self.peak
 
 
 # ---- the simulation ---------------------------------------------------------------------------
@@ -87,20 +43,24 @@ def simulated_rounds(cfg) -> tuple[float, float, dict[int, float]]:
     from flayer.simulation import run_apps
 
     seen: list[tuple[float, RoundRecord]] = []
-    t0 = time.perf_counter()
-    run_apps(cfg, lambda rec: seen.append((time.perf_counter(), rec)))
-    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="flayer-overhead-") as store:
+        t0 = time.perf_counter()
+        run_apps(cfg, lambda rec: seen.append((time.perf_counter(), rec)), Path(store))
+        t1 = time.perf_counter()
     first_end, first = seen[0]
     return first_end - first.seconds - t0, t1 - seen[-1][0], {r.round: r.seconds for _, r in seen}
 
 
 # ---- the same rounds in one process --------------------------------------------------------------
 def in_process_rounds(cfg) -> dict[int, float]:
-    """round -> seconds of the same run in this process (no Ray, no message transport), with
-    torch using every CPU, as the simulation's actors together do."""
+    """round -> seconds of the same run in this process (no Ray, no message transport): one
+    executor serving every client, torch using every CPU, as the simulation's actors together
+    do."""
     every_cpu = replace(cfg, backend=replace(cfg.backend, client_cpus=float(os.cpu_count() or 1)))
     seen: dict[int, float] = {}
-    run_in_process(every_cpu, lambda rec: seen.__setitem__(rec.round, rec.seconds))
+    with tempfile.TemporaryDirectory(prefix="flayer-overhead-") as store:
+        grid = InProcessGrid(every_cpu, store=Path(store), executors=1)
+        run_in_process(every_cpu, lambda rec: seen.__setitem__(rec.round, rec.seconds), grid)
     return seen
 
 

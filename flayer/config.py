@@ -103,6 +103,10 @@ class BackendConfig:
     # Simulation: a running Ray cluster to attach to ("auto" or the head's "host:port");
     # null = a private Ray instance of this run's own, whatever else runs on the machine
     address: str | None = None
+    # Simulation: executor nodes serving all clients (null = as many as Ray runs at once)
+    executors: int | None = None
+    # Simulation: where the client state store goes (null = the run folder's `state`)
+    state_dir: str | None = None
     round_timeout: float = 3600.0  # seconds to wait for the replies of one message round
     # Deployment: the run starts once num_clients nodes are connected, or after node_wait
     # seconds with at least min_nodes (null = num_clients); a lost node is waited for up to

@@ -4,12 +4,18 @@
 ARRAYS = "arrays"  # ArrayRecord: global model (down) or uploaded values (up)
 MASKS = "masks"  # ArrayRecord: bit-packed masks of tensors uploaded in part
 CONFIG = "config"  # ConfigRecord: per-round instructions
-METRICS = "metrics"  # MetricRecord: reply metrics
+METRICS = "metrics"  # MetricRecord: a node's answer to a query (which partition it holds)
+SUM_NUM = "sum.num"  # ArrayRecord: an executor's weighted sum of its clients' uploads
+SUM_DEN = "sum.den"  # ArrayRecord: the weight behind each summed tensor (or element)
+UPLOAD_SPEC = "upload-spec"  # ConfigRecord: what a train reply must hold: name -> [kept, *shape]
+CLIENT_PREFIX = "client."  # MetricRecord per client served: "client.<partition id>"
+FAILED_PREFIX = "failed."  # ConfigRecord per client whose work failed: "failed.<partition id>"
 
 # ConfigRecord keys (server -> client)
 SERVER_ROUND = "server-round"
 MODEL_VERSION = "model-version"
-DO_EVALUATE = "evaluate"
+COHORT = "cohort"  # the partition ids a message is for, served in this order
+DO_EVALUATE = "evaluate"  # the partition ids of the cohort to evaluate (the rest only sync)
 
 # MetricRecord keys (client -> server)
 PARTITION_ID = "partition-id"
@@ -23,6 +29,8 @@ TEST_LOSS = "test-loss"
 EVALUATED = "evaluated"
 INIT_VERSION = "init-version"  # the global model version the client's model was set up from
 STATE_HASH = "state-hash"  # hash of the personal state the client keeps after the message
+UPLOAD_BYTES = "upload-bytes"  # what the client's own reply would have held (executors)
+REASON = "reason"  # why a client's work failed
 
 # Personal state in context.state: the method's arrays and metadata, and the app's bookkeeping
 STATE_ARRAYS = "personal.arrays"
@@ -39,3 +47,11 @@ NODE_PARTITION_ID = "partition-id"
 NODE_NUM_PARTITIONS = "num-partitions"
 NODE_DATA_DIR = "data-dir"  # the node's own data (instead of a partition of a named dataset)
 NODE_STATE_DIR = "state-dir"  # node-local copy of its clients' personal state
+
+
+def client_record(partition_id: int) -> str:
+    return f"{CLIENT_PREFIX}{partition_id}"
+
+
+def failed_record(partition_id: int) -> str:
+    return f"{FAILED_PREFIX}{partition_id}"

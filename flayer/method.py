@@ -69,10 +69,12 @@ class FitResult:
 
 
 class ClientMethod:
-    """A method's client side. One instance serves one message: the ClientApp restores its
-    personal state, calls `receive` when a new global model version arrives, then `fit` or
-    `evaluate`, and stores `state()` back. `meta` and `extra` belong to the method alone (the
-    app keeps its own bookkeeping apart). Subclasses override only what their method changes.
+    """A method's client side. One instance serves one client for one message: the app hands
+    it a model in its initial state, restores what the method keeps (`kept`, `extra`,
+    `meta`), calls `receive` when a new global model version arrives (else `reload`), then
+    `fit` or `evaluate`, and stores `state()` back. `meta` and `extra` belong to the method
+    alone (the app keeps its own bookkeeping apart). Subclasses override only what their
+    method changes.
     """
 
     #: names of the extra train metrics every fit reports (FitResult.metrics), beyond
@@ -93,17 +95,40 @@ class ClientMethod:
         self.extra: dict[str, np.ndarray] = {}
 
     # ---- personal state ------------------------------------------------------------------
+    def kept(self) -> set[str]:
+        """Names in `self.model.state_dict()` this method keeps across rounds; every other
+        part of the model is set up from the global model each time (`receive`, `reload`).
+        By default the whole model: a method keeps less by saying so."""
+        return set(self.model.state_dict())
+
+    def buffers(self) -> set[str]:
+        """The model's stored buffers (BatchNorm statistics stay local for every method)."""
+        stored = set(self.model.state_dict())
+        return {n for n, _ in self.model.named_buffers() if n in stored}
+
     def load_state(self, arrays: dict[str, np.ndarray], meta: Meta) -> None:
         model_state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
         if model_state:
-            self.model.load_state_dict({k: torch.as_tensor(v) for k, v in model_state.items()})
+            result = self.model.load_state_dict(
+                {k: torch.as_tensor(v) for k, v in model_state.items()}, strict=False)
+            if result.unexpected_keys:
+                raise ValueError(f"saved state holds {result.unexpected_keys}, not parts of "
+                                 "this model")
         self.extra = {k: v for k, v in arrays.items() if not k.startswith("model/")}
         self.meta = dict(meta)
 
     def state(self) -> tuple[dict[str, np.ndarray], Meta]:
-        model_state = self.model.state_dict()
-        arrays = {f"model/{k}": v.detach().cpu().numpy() for k, v in model_state.items()}
+        """What this client keeps: the kept parts of its model, its extra arrays, its meta."""
+        kept = self.kept()
+        arrays = {f"model/{k}": v.detach().cpu().numpy().copy()
+                  for k, v in self.model.state_dict().items() if k in kept}
         return {**arrays, **self.extra}, self.meta
+
+    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
+        """The client is already set up from this global model version: set the parts of the
+        model it does not keep from the global arrays again, as `receive` did."""
+        kept = self.kept()
+        load_params(self.model, {n: v for n, v in global_arrays.items() if n not in kept})
 
     # ---- the method ------------------------------------------------------------------------
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
@@ -160,9 +185,11 @@ class Method:
     client: type[ClientMethod]
     strategy: type  # a PflStrategy subclass (flayer.strategy)
 
-    def build_strategy(self, cfg: Config, layers: LayerMap) -> Any:
-        """The method's server strategy for this run (a PflStrategy)."""
-        return self.strategy(cfg, cfg.strategy, layers, train_metrics=self.client.train_metrics)
+    def build_strategy(self, cfg: Config, layers: LayerMap, routing: Any = None) -> Any:
+        """The method's server strategy for this run (a PflStrategy); `routing` says which
+        node serves which client (default: a node per client, as on real machines)."""
+        return self.strategy(cfg, cfg.strategy, layers, train_metrics=self.client.train_metrics,
+                             routing=routing)
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -20,6 +21,20 @@ from flayer import keys
 from flayer.config import BackendConfig
 
 log = logging.getLogger(__name__)
+
+
+class Routing(Protocol):
+    """What the round loop needs to know about nodes: the clients there are and which node
+    serves which (the roster on real machines, the executor pool in simulation)."""
+
+    @property
+    def partitions(self) -> list[int]: ...
+
+    def wait_for_nodes(self, grid: Grid) -> None: ...
+
+    def refresh(self, grid: Grid, server_round: int) -> None: ...
+
+    def route(self, partition_ids: Iterable[int], kind: str) -> dict[int, list[int]]: ...
 
 
 class Roster:
@@ -48,6 +63,10 @@ class Roster:
         """Partition -> node for those of the given partitions that have a connected node."""
         nodes = {p: self.node(p) for p in partition_ids}
         return {p: n for p, n in nodes.items() if n is not None}
+
+    def route(self, partition_ids: Iterable[int], kind: str) -> dict[int, list[int]]:
+        """Node -> the one client it serves, for the given clients that have a node now."""
+        return {node: [pid] for pid, node in sorted(self.served(partition_ids).items())}
 
     def claim(self, partition_id: int, node: int) -> bool:
         """Record that `node` holds `partition_id`, unless another connected node holds it."""

@@ -1,16 +1,19 @@
-"""Runs a run's apps in Flower's Ray-backed simulation (the only use of run_simulation)."""
+"""Runs a run's apps in Flower's Ray-backed simulation (the only use of run_simulation): a
+few executor nodes, each serving cohorts of clients, whose state lives in the run's store."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from flayer.apps.client_app import make_client_app
 from flayer.apps.server_app import make_server_app
+from flayer.cohorts import default_executors
 from flayer.config import Config
 from flayer.strategy import RoundCallback
 
@@ -21,6 +24,13 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 log = logging.getLogger(__name__)
 
 
+def gpu_share(cfg: Config) -> float:
+    """Each executor's share of a GPU: backend.client_gpus, else 0.25 where CUDA is used."""
+    if cfg.backend.client_gpus is not None:
+        return cfg.backend.client_gpus
+    return 0.25 if torch.cuda.is_available() and cfg.device != "cpu" else 0.0
+
+
 def backend_config(cfg: Config) -> dict[str, Any]:
     """Flower's Ray backend settings. With `backend.address` the run attaches to that running
     cluster and passes no resource counts (its machines say what they have); without it the
@@ -28,9 +38,6 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     cluster or one left by `ray start` runs on the machine, since attaching to one by surprise
     refuses our resource counts."""
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    gpus = cfg.backend.client_gpus
-    if gpus is None:
-        gpus = 0.25 if cuda else 0.0
     init: dict[str, Any] = {"log_to_driver": True}
     if cfg.backend.address:
         init["address"] = cfg.backend.address
@@ -40,13 +47,33 @@ def backend_config(cfg: Config) -> dict[str, Any]:
         if cuda:
             init["num_gpus"] = torch.cuda.device_count()
     return {
-        "client_resources": {"num_cpus": cfg.backend.client_cpus, "num_gpus": gpus},
+        "client_resources": {"num_cpus": cfg.backend.client_cpus, "num_gpus": gpu_share(cfg)},
         "init_args": init,
     }
 
 
-def run_apps(cfg: Config, on_round: RoundCallback) -> None:
-    """One Ray simulation of the run's apps; every finished round goes to on_round."""
+def num_executors(cfg: Config) -> int:
+    """The simulation's executor nodes: backend.executors, else as many as Ray runs at once
+    on this machine, or on the cluster at backend.address (asked before the run starts)."""
+    if cfg.backend.executors is not None or not cfg.backend.address:
+        cpus = float(cfg.backend.num_cpus or os.cpu_count() or 1)
+        cuda = torch.cuda.is_available() and cfg.device != "cpu"
+        gpus = float(torch.cuda.device_count()) if cuda else 0.0
+        return default_executors(cfg, cpus, gpus, gpu_share(cfg))
+    import ray
+
+    ray.init(address=cfg.backend.address, log_to_driver=False)
+    try:
+        have = ray.cluster_resources()
+    finally:
+        ray.shutdown()
+    return default_executors(cfg, float(have.get("CPU", 1.0)), float(have.get("GPU", 0.0)),
+                             gpu_share(cfg))
+
+
+def run_apps(cfg: Config, on_round: RoundCallback, store: Path) -> None:
+    """One Ray simulation of the run's apps, its executors keeping clients' state in the
+    store folder; every finished round goes to on_round."""
     from flwr.simulation import run_simulation
 
     saved_path, saved_pp = list(sys.path), os.environ.get("PYTHONPATH")
@@ -56,8 +83,8 @@ def run_apps(cfg: Config, on_round: RoundCallback) -> None:
     try:
         run_simulation(
             server_app=make_server_app(cfg, on_round),
-            client_app=make_client_app(cfg),
-            num_supernodes=cfg.num_clients,
+            client_app=make_client_app(cfg, store),
+            num_supernodes=num_executors(cfg),
             backend_name="ray",
             backend_config=backend_config(cfg),
         )

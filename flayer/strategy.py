@@ -5,11 +5,14 @@ Round 0 evaluates every client before any training; each later round samples cli
 declaration (a reply that fails counts as a failure and is skipped), aggregates in
 partition-id order, then evaluates. Each round's `RoundRecord` is created by the loop and
 passed to every step, and handed to the results writer when the round ends. Which node serves
-which client is the roster's business (`flayer.roster`).
+which client is the routing's business: on real machines the roster (`flayer.roster`, a node
+per client), in simulation the executor pool (`flayer.cohorts`, a cohort per executor).
+Contributions arrive one per client (a SuperNode's upload) or summed per executor, and are
+combined in partition-id order in float64.
 
 A method overrides only its declarations: what the server holds (`initial_global`), what a
 training reply must hold (`upload_spec`), how contributions combine
-(`aggregate_contributions`), whether every client must see each new model
+(`aggregate_sums`), whether every client must see each new model
 (`sync_every_round`) and any extra exchange before round 0 (`prepare_round0`).
 """
 
@@ -19,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -26,15 +30,15 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from flayer import keys
-from flayer.aggregation import Contribution, aggregate, weighted_mean
+from flayer.aggregation import WeightedSum, weighted_mean
 from flayer.config import Config, StrategyConfig
 from flayer.layers import LayerMap
 from flayer.method import shared_params
 from flayer.pause import hold
 from flayer.results.record import ClientEval, RoundRecord
-from flayer.roster import Roster
+from flayer.roster import Roster, Routing
 from flayer.seeding import rng_for
-from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbytes
+from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbytes, spec_record
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +46,33 @@ RoundCallback = Callable[[RoundRecord], None]
 # Where a method syncs every client with each new model (`sync_every_round`), a setting may
 # make it lazy: only the clients that train or are evaluated take in the newest model.
 SYNC_MODES = ("eager", "lazy")
-Accepted = tuple[int, Contribution, dict]  # partition id, contribution, reply metrics
+
+
+@dataclass
+class Collected:
+    """A round's accepted training work: the weighted sum of the accepted uploads and each
+    accepted client's reply metrics, by partition id."""
+
+    total: WeightedSum = field(default_factory=WeightedSum)
+    clients: dict[int, dict] = field(default_factory=dict)
+
+    def ordered(self) -> list[tuple[int, dict]]:
+        return sorted(self.clients.items())
 
 
 class PflStrategy:
     """Base server strategy. Subclasses declare what clients upload and how it aggregates."""
 
     def __init__(self, cfg: Config, settings: StrategyConfig, layers: LayerMap,
-                 train_metrics: tuple[str, ...] = ()) -> None:
+                 train_metrics: tuple[str, ...] = (), routing: Routing | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
         self.layers = layers
         self.train_metrics = train_metrics  # the method's extra train metrics, by name
         self.version = 0  # successful aggregations so far
         self.global_arrays: dict[str, np.ndarray] = {}  # what the server holds and sends
-        self.roster = Roster(cfg.num_clients, cfg.backend)
+        # which node serves which client: a node per client unless given (simulation)
+        self.roster: Routing = routing or Roster(cfg.num_clients, cfg.backend)
 
     # ---- what a method declares ----------------------------------------------------------
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
@@ -75,10 +91,10 @@ class PflStrategy:
         """Whether every client must receive each new global model, evaluated or not."""
         return False
 
-    def aggregate_contributions(
-        self, contributions: list[Contribution], previous: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        return aggregate(contributions, previous)
+    def aggregate_sums(self, total: WeightedSum, previous: dict[str, np.ndarray]
+                       ) -> dict[str, np.ndarray]:
+        """The new global arrays from the accepted uploads' weighted sum."""
+        return total.mean(previous)
 
     # ---- the round loop -------------------------------------------------------------------
     def set_initial(self, model: nn.Module) -> None:
@@ -115,13 +131,25 @@ class PflStrategy:
         rec.seconds = time.perf_counter() - start
         return rec
 
-    def message(self, arrays: ArrayRecord, node: int, kind: str, server_round: int,
-                **config: int | float | str | bool) -> Message:
-        """A message carrying the global arrays and this round's instructions."""
-        cfg = ConfigRecord({keys.SERVER_ROUND: server_round, keys.MODEL_VERSION: self.version,
-                            **config})
-        content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: cfg})
-        return Message(content=content, dst_node_id=node, message_type=kind)
+    def messages(self, partition_ids: Iterable[int], kind: str, server_round: int,
+                 spec: UploadSpec | None = None, evaluate: Iterable[int] = (),
+                 arrays: dict[str, np.ndarray] | None = None,
+                 **config: int | float | str | bool) -> list[Message]:
+        """One message per node serving some of these clients: the global arrays (or the
+        given ones), this round's instructions and the node's cohort; a train message also
+        carries the upload declaration, an evaluate message which clients to evaluate."""
+        record = to_record(self.global_arrays if arrays is None else arrays)
+        evaluate = set(evaluate)
+        out = []
+        for node, cohort in self.roster.route(partition_ids, kind).items():
+            content = RecordDict({keys.ARRAYS: record, keys.CONFIG: ConfigRecord({
+                keys.SERVER_ROUND: server_round, keys.MODEL_VERSION: self.version,
+                keys.COHORT: cohort, keys.DO_EVALUATE: [p for p in cohort if p in evaluate],
+                **config})})
+            if spec is not None:
+                content[keys.UPLOAD_SPEC] = spec_record(spec)
+            out.append(Message(content=content, dst_node_id=node, message_type=kind))
+        return out
 
     def sample(self, server_round: int) -> list[int]:
         """Partition ids that train this round: seeded by run seed and round."""
@@ -135,62 +163,75 @@ class PflStrategy:
         """Train messages for the sampled clients; a sampled client without a node counts
         as a missing reply."""
         rec.sampled = self.sample(server_round)
-        arrays = to_record(self.global_arrays)
-        return [self.message(arrays, node, MessageType.TRAIN, server_round)
-                for node in self.roster.served(rec.sampled).values()]
+        return self.messages(rec.sampled, MessageType.TRAIN, server_round,
+                             spec=self.upload_spec(self.global_arrays))
 
     def collect(self, server_round: int, replies: Iterable[Message], spec: UploadSpec,
-                expected: int, rec: RoundRecord) -> list[Accepted]:
-        """The replies that pass every check, in partition-id order. A missing reply, an error
-        or a reply that fails the declaration counts as a failure; every received reply's
-        arrays count in the round's upload bytes."""
-        replies = list(replies)
-        rec.failures += max(0, expected - len(replies))
-        accepted: list[Accepted] = []
+                expected: Iterable[int], rec: RoundRecord) -> Collected:
+        """The work that passes every check, summed in partition-id order. An expected client
+        without an accepted result (no reply, an error, a failed upload check or a train loss
+        that is not finite) counts as a failure; every client's upload counts in the round's
+        upload bytes, accepted or not."""
+        expected = set(expected)
+        parts: list[tuple[int, WeightedSum]] = []
+        out = Collected()
         for msg in replies:
             if msg.has_error():
-                rec.failures += 1
                 log.warning("round %d: reply error: %s", server_round, msg.error.reason)
                 continue
-            rec.upload_bytes += reply_nbytes(msg.content)
+            content = msg.content
+            _log_failures(server_round, content, rec)
+            clients = _client_records(content)
+            if keys.SUM_NUM in content.array_records:  # an executor's sum over its cohort
+                try:
+                    part = _sum_of(content, spec)
+                except (ReplyError, ValueError) as exc:
+                    log.warning("round %d: rejected an executor's sum: %s", server_round, exc)
+                    continue
+                rec.upload_bytes += sum(int(m.get(keys.UPLOAD_BYTES, 0))
+                                        for m in clients.values())
+                if clients and set(clients) <= expected:
+                    parts.append((min(clients), part))
+                    out.clients.update(clients)
+                continue
+            rec.upload_bytes += reply_nbytes(content)  # one client's own upload
             try:
-                metrics = dict(msg.content[keys.METRICS])
+                (pid, metrics), = clients.items()
+                if pid not in expected:
+                    raise ReplyError(f"partition {pid} was not asked")
                 weight = float(metrics[keys.NUM_EXAMPLES])
                 if not weight > 0:
                     raise ReplyError(f"num-examples {weight}")
-                contribution = decode(msg.content, spec, weight)
-                accepted.append((int(metrics[keys.PARTITION_ID]), contribution, metrics))
+                loss = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
+                if not np.isfinite(loss):
+                    raise ReplyError(f"train loss {loss}")
+                contribution = decode(content, spec, weight)
             except (KeyError, ReplyError, TypeError, ValueError) as exc:
-                rec.failures += 1
                 log.warning("round %d: rejected a reply: %s", server_round, exc)
-        return sorted(accepted, key=lambda t: t[0])
+                continue
+            parts.append((pid, WeightedSum.of([contribution])))
+            out.clients[pid] = metrics
+        for _, part in sorted(parts, key=lambda t: t[0]):
+            out.total.merge(part)
+        rec.failures += len(expected - set(out.clients))
+        return out
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message],
                         rec: RoundRecord) -> bool:
         """Aggregate the accepted training replies into a new global model version; False
         when no reply was accepted (the model and its version stay)."""
         previous = self.global_arrays
-        accepted = []
-        for pid, contribution, metrics in self.collect(
-            server_round, replies, self.upload_spec(previous), len(rec.sampled), rec
-        ):
-            loss = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
-            if np.isfinite(loss):
-                accepted.append((pid, contribution, metrics))
-            else:
-                rec.failures += 1
-                log.warning("round %d: rejected a reply with train loss %s", server_round, loss)
-        if not accepted:
+        got = self.collect(server_round, replies, self.upload_spec(previous), rec.sampled, rec)
+        if not got.clients:
             return False
-        contributions = [c for _, c, _ in accepted]
-        self.global_arrays = self.aggregate_contributions(contributions, previous)
+        self.global_arrays = self.aggregate_sums(got.total, previous)
         self.version += 1
+        accepted = [m for _, m in got.ordered()]
         rec.trained = len(accepted)
-        weights = [c.weight for c in contributions]
-        rec.train_loss = weighted_mean([float(m[keys.TRAIN_LOSS]) for *_, m in accepted],
-                                       weights)
+        weights = [float(m[keys.NUM_EXAMPLES]) for m in accepted]
+        rec.train_loss = weighted_mean([float(m[keys.TRAIN_LOSS]) for m in accepted], weights)
         for name in self.train_metrics:
-            values = [float(m.get(name, float("nan"))) for *_, m in accepted]
+            values = [float(m.get(name, float("nan"))) for m in accepted]
             rec.train_metrics[name] = weighted_mean(values, weights)
         return True
 
@@ -223,35 +264,73 @@ class PflStrategy:
         return self.evaluated(server_round)
 
     def configure_evaluate(self, server_round: int) -> list[Message]:
-        evaluated = set(self.evaluated(server_round))
-        served = self.roster.served(self.evaluate_targets(server_round))
-        if not served:
-            return []
-        arrays = to_record(self.global_arrays)
-        return [self.message(arrays, node, MessageType.EVALUATE, server_round,
-                             **{keys.DO_EVALUATE: pid in evaluated})
-                for pid, node in sorted(served.items())]
+        return self.messages(self.evaluate_targets(server_round), MessageType.EVALUATE,
+                             server_round, evaluate=self.evaluated(server_round))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
                            rec: RoundRecord) -> None:
-        """Every client's evaluation into the round's record, in partition-id order."""
-        replies = list(replies)
-        expected = self.cfg.num_clients if server_round == 0 else len(
-            self.evaluate_targets(server_round))
-        rec.failures += max(0, expected - len(replies))
+        """Every client's evaluation into the round's record, in partition-id order; a client
+        sent an evaluate message without an answer counts as a failure."""
+        expected = set(self.roster.partitions if server_round == 0
+                       else self.evaluate_targets(server_round))
+        answered: set[int] = set()
         for msg in replies:
             if msg.has_error():
-                rec.failures += 1
                 log.warning("round %d: evaluate reply error: %s", server_round, msg.error.reason)
                 continue
-            try:
-                m = msg.content[keys.METRICS]
-                if int(m[keys.EVALUATED]):
-                    rec.clients.append(client_eval(int(m[keys.PARTITION_ID]), m))
-            except (KeyError, TypeError, ValueError) as exc:
-                rec.failures += 1
-                log.warning("round %d: rejected an evaluate reply: %s", server_round, exc)
+            _log_failures(server_round, msg.content, rec)
+            for pid, m in _client_records(msg.content).items():
+                try:
+                    if int(m[keys.EVALUATED]):
+                        rec.clients.append(client_eval(pid, m))
+                    answered.add(pid)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("round %d: rejected an evaluate reply: %s", server_round, exc)
+        rec.failures += len(expected - answered)
+        if server_round == 0:
+            rec.failures += self.cfg.num_clients - len(self.roster.partitions)
         rec.clients.sort(key=lambda c: c.partition_id)
+
+
+def cohorts(messages: Iterable[Message]) -> list[int]:
+    """Every partition id the messages are for."""
+    return sorted(int(p) for m in messages for p in m.content[keys.CONFIG][keys.COHORT])
+
+
+def _client_records(content: RecordDict) -> dict[int, dict]:
+    """Partition id -> metrics, from a reply's per-client records."""
+    out = {}
+    for name, record in content.metric_records.items():
+        if name.startswith(keys.CLIENT_PREFIX):
+            out[int(name[len(keys.CLIENT_PREFIX):])] = dict(record)
+    return out
+
+
+def _log_failures(server_round: int, content: RecordDict, rec: RoundRecord) -> None:
+    for name, record in content.config_records.items():
+        if name.startswith(keys.FAILED_PREFIX):
+            rec.upload_bytes += int(record.get(keys.UPLOAD_BYTES, 0))
+            log.warning("round %d: client %s: %s", server_round, name[len(keys.FAILED_PREFIX):],
+                        record.get(keys.REASON, "failed"))
+
+
+def _sum_of(content: RecordDict, spec: UploadSpec) -> WeightedSum:
+    """An executor's weighted sum, checked against the declaration's tensors and shapes."""
+    num, den = content.array_records[keys.SUM_NUM], content.array_records.get(keys.SUM_DEN)
+    if den is None or set(num) != set(den):
+        raise ReplyError("a sum without the weights of each tensor")
+    if num and set(num) != set(spec):
+        raise ReplyError(f"summed tensors {sorted(set(num) ^ set(spec))} differ from the "
+                         "declaration")
+    items = []
+    for name in num:
+        n, d = num[name].numpy(), den[name].numpy()
+        if tuple(n.shape) != spec[name].shape:
+            raise ReplyError(f"{name}: summed shape {n.shape}, declared {spec[name].shape}")
+        if not (np.all(np.isfinite(n)) and np.all(np.isfinite(d)) and np.all(d >= 0)):
+            raise ReplyError(f"{name}: a sum with NaN, Inf or negative weights")
+        items.append((name, n, d))
+    return WeightedSum.from_items(items)
 
 
 _CORE = {keys.PARTITION_ID, keys.CORRECT, keys.NUM_TEST, keys.AUC, keys.TEST_LOSS,

@@ -10,8 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import label_binarize
+from scipy.stats import rankdata
 from torch import nn
 
 from flayer.data.federated import ClientData
@@ -131,15 +130,20 @@ class EvalResult:
 
 
 def micro_auc(y: np.ndarray, prob: np.ndarray, num_classes: int) -> float:
-    """PFLlib's AUC: micro-averaged one-vs-rest ROC AUC over the binarized labels."""
-    if num_classes == 2:
-        y_bin = np.eye(2)[y]
-    else:
-        y_bin = label_binarize(y, classes=np.arange(num_classes))
-    try:
-        return float(roc_auc_score(y_bin, prob, average="micro"))
-    except ValueError:  # only one class in y_bin's flattened form: AUC undefined
+    """PFLlib's AUC: micro-averaged one-vs-rest ROC AUC over the binarized labels (what
+    scikit-learn's `roc_auc_score(label_binarize(y), prob, average="micro")` gives), computed
+    from average ranks (the Mann-Whitney statistic, ties counted half): the same number at a
+    small share of the cost, which matters when thousands of clients evaluate in a round.
+    NaN where the flattened labels hold one class only."""
+    truth = np.zeros((len(y), num_classes), dtype=bool)
+    truth[np.arange(len(y)), np.asarray(y, dtype=np.int64)] = True
+    truth, scores = truth.ravel(), np.asarray(prob, dtype=np.float64).ravel()
+    pos = int(truth.sum())
+    neg = truth.size - pos
+    if pos == 0 or neg == 0:
         return float("nan")
+    ranks = rankdata(scores)  # average ranks of tied scores
+    return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from flayer import keys
 from flayer.aggregation import Contribution
@@ -30,6 +30,21 @@ class Upload:
 
     arrays: dict[str, np.ndarray]
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def spec_record(spec: UploadSpec) -> ConfigRecord:
+    """The declaration as message config (name -> [kept or -1, *shape]), so that an executor
+    checks its clients' uploads exactly as the server would."""
+    return ConfigRecord({name: [-1 if ts.kept is None else ts.kept, *ts.shape]
+                         for name, ts in spec.items()})
+
+
+def spec_of(record: ConfigRecord) -> UploadSpec:
+    out = {}
+    for name, value in record.items():
+        kept, *shape = (int(v) for v in value)
+        out[name] = TensorSpec(tuple(shape), None if kept < 0 else kept)
+    return out
 
 
 class ReplyError(ValueError):
@@ -108,3 +123,10 @@ def decode(content: RecordDict, spec: UploadSpec, weight: float) -> Contribution
             raise ReplyError(f"{name}: NaN or Inf values")
         arrays[name] = value
     return Contribution(weight=weight, arrays=arrays, masks=bools)
+
+
+def checked(upload: Upload, spec: UploadSpec, weight: float) -> tuple[Contribution, int]:
+    """What the server would accept from this upload (ReplyError otherwise), and the bytes
+    the client's own reply would have held."""
+    content = RecordDict(encode(upload))
+    return decode(content, spec, weight), reply_nbytes(content)

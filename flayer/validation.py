@@ -63,6 +63,10 @@ def _check_backend(cfg: Config) -> None:
     require(b.num_cpus is None or b.num_cpus >= b.client_cpus, "backend.num_cpus", b.num_cpus,
              f"must be >= backend.client_cpus ({b.client_cpus}) or null for all")
     require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
+    require(b.executors is None or b.executors >= 1, "backend.executors", b.executors,
+            "must be >= 1, or null for as many as Ray runs at once")
+    require(b.state_dir is None or bool(str(b.state_dir).strip()), "backend.state_dir",
+            b.state_dir, "must name a folder, or be null for the run folder's state/")
 
 
 def _is_ray_address(address: str) -> bool:

@@ -70,3 +70,18 @@ def run_local(cfg: Config, down: dict[int, int] | None = None, grid: LocalGrid |
 
     strategy = run_in_process(cfg, record, grid)
     return strategy, records, grid
+
+
+def run_executors(cfg: Config, store, executors: int = 2, on_round=None
+                  ) -> tuple[PflStrategy, list[RoundRecord], InProcessGrid]:
+    """A whole experiment in the simulation's layout: `executors` nodes serving cohorts, the
+    clients' state in the store folder."""
+    grid = InProcessGrid(cfg, store=store, executors=executors)
+    records: list[RoundRecord] = []
+
+    def record(rec: RoundRecord) -> None:
+        records.append(rec)
+        if on_round is not None:
+            on_round(rec, grid)
+
+    return run_in_process(cfg, record, grid), records, grid

@@ -34,6 +34,8 @@ def base(fake_fmnist, cache_dir, tmp_path):
         ("strategy.accuracy_source=train", "strategy.accuracy_source"),
         ("strategy.P=9", "strategy.P"),
         ("device=tpu", "device"),
+        ("backend.executors=0", "backend.executors"),
+        ("backend.state_dir=' '", "backend.state_dir"),
     ],
 )
 def test_bad_setting_is_named_with_its_value(fake_fmnist, cache_dir, override, setting):
@@ -41,7 +43,7 @@ def test_bad_setting_is_named_with_its_value(fake_fmnist, cache_dir, override, s
                       override)
     with pytest.raises(ConfigError) as err:
         validate(cfg)
-    value = override.split("=", 1)[1]
+    value = override.split("=", 1)[1].strip("'").strip()
     assert f"bad setting {setting}=" in str(err.value) and value in str(err.value)
 
 

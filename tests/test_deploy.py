@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from flayer.apps.node_state import load_state, state_file, state_hash
 from flayer.data.federated import dataset
 from flayer.deploy.local import LocalDeployment, find_run_dir, free_port
 from flayer.deploy.processes import members, running
 from flayer.deploy.security import make_node_key
+from flayer.state.personal import load_state, state_hash
+from flayer.state.store import state_file
 from tests import hubdata
 from tests.helpers import ROOT, make_config, small_data_tuning, write_fake_fmnist
 from tests.test_node_data import write_pfllib_client

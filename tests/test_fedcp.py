@@ -126,15 +126,21 @@ def test_upload_is_extractor_cpn_and_the_mean_of_both_heads():
         np.testing.assert_array_equal(sent[name], net[name])
 
 
-def test_personal_state_round_trips_and_evaluation_is_reproducible():
+def test_kept_state_round_trips_and_evaluation_is_reproducible():
+    """The client keeps its personal head and context; with the next global model a client
+    restored from that state evaluates exactly as one that never stopped."""
     client, glob = setup()
     client.fit(glob, version=0)
     arrays, meta = client.state()
-    assert "model/context" in arrays
+    head = {f"model/net.{n}" for n in client.env.layers.head.params}
+    assert set(arrays) == head | {"model/context"}  # no extractor, global head or CPN
     fresh, _ = setup()
     fresh.load_state(arrays, meta)
-    a, _ = client.evaluate(0)
-    b, _ = fresh.evaluate(0)
+    new = {k: v + 0.01 for k, v in glob.items()}
+    client.receive(new, 1)
+    fresh.receive(new, 1)
+    a, _ = client.evaluate(1)
+    b, _ = fresh.evaluate(1)
     assert (a.correct, a.loss_sum) == (b.correct, b.loss_sum)
     for name, value in params(client.model).items():
         np.testing.assert_array_equal(value, params(fresh.model)[name])
@@ -172,7 +178,7 @@ def test_strategy_holds_model_and_cpn_deterministically():
 
 
 def test_strategy_averages_the_uploaded_heads_sample_weighted():
-    from flayer.aggregation import Contribution
+    from flayer.aggregation import Contribution, WeightedSum
 
     cfg = make_config("strategy=fedcp")
     model = build_model(cfg, FMNIST_SPEC)
@@ -182,7 +188,7 @@ def test_strategy_averages_the_uploaded_heads_sample_weighted():
     assert set(spec) == set(glob)
     ones = Contribution(10, {k: np.ones_like(v) for k, v in glob.items()})
     fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in glob.items()})
-    out = strategy.aggregate_contributions([ones, fours], glob)
+    out = strategy.aggregate_sums(WeightedSum.of([ones, fours]), glob)
     np.testing.assert_allclose(out["fc.weight"], 3.25)
     np.testing.assert_allclose(out[CPN_PREFIX + "0.weight"], 3.25)
 

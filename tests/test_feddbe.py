@@ -19,7 +19,7 @@ from baselines.feddbe import (
     FedDBEConfig,
 )
 from flayer import keys
-from flayer.aggregation import Contribution
+from flayer.aggregation import Contribution, WeightedSum
 from flayer.apps.inprocess import act_as_server
 from flayer.catalog import METHODS
 from flayer.layers import LayerMap, features
@@ -132,7 +132,7 @@ reply = mock_reply
 def mean_reply(pid: int, value: np.ndarray, n: int) -> Message:
     content = RecordDict({
         **encode(Upload(arrays={FEATURE_MEAN: value.astype(np.float32)})),
-        keys.METRICS: MetricRecord({keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: n,
+        keys.client_record(pid): MetricRecord({keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: n,
                                     keys.TRAIN_LOSS: 1.0}),
     })
     return reply(100 + pid, content)
@@ -208,7 +208,7 @@ def test_global_mean_is_never_uploaded_and_survives_aggregation(strategy):
     model = {k: v for k, v in held.items() if k != GLOBAL_MEAN}
     ones = Contribution(10, {k: np.ones_like(v) for k, v in model.items()})
     fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in model.items()})
-    out = strategy.aggregate_contributions([ones, fours], held)
+    out = strategy.aggregate_sums(WeightedSum.of([ones, fours]), held)
     np.testing.assert_array_equal(out[GLOBAL_MEAN], g)
     np.testing.assert_allclose(out["fc.weight"], 3.25)
 

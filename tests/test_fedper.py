@@ -163,10 +163,10 @@ def test_heads_stay_personal_across_rounds_through_the_apps(fake_fmnist, cache_d
         # the heads are personal: no two clients share one
         ws = [h[w] for h in trained.values()]
         assert not any(np.allclose(ws[i], ws[j]) for i in range(3) for j in range(i + 1, 3))
-    # after the last evaluation every client holds the final global body with its own head
-    for state in snapshots[(2, "evaluate")].values():
-        for n in body:
-            np.testing.assert_array_equal(state[n], strategy.global_arrays[n])
+    # what a client keeps is its head alone: the body comes from every global model
+    for snapshot in snapshots.values():
+        for state in snapshot.values():
+            assert set(state) == head
 
 
 def test_allowed_personal_layers_pass_the_check():

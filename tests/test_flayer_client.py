@@ -95,12 +95,21 @@ def test_masked_upload_off_sends_no_mask():
     assert client.fit(shared_params(client.model), version=0).upload.masks == {}
 
 
-def test_state_round_trips_through_the_personal_record():
+def test_the_kept_state_is_the_top_p_tensors_and_rates_and_it_suffices():
+    """Lower layers are overwritten from every global model, so the client keeps only its
+    top-P tensors (and rates, a_k): restored from them, it takes in the next global model
+    exactly as a client that never stopped."""
     client = make_client()
-    client.fit(shared_params(client.model), version=0)
+    glob = shared_params(client.model)
+    client.fit(glob, version=0)
     arrays, meta = client.state()
+    top = set(client.layers.top_p(client.constants.P))
+    assert {k[len("model/"):] for k in arrays} == top
     fresh = make_client()
     fresh.load_state(arrays, meta)
+    new = {k: v + 0.01 for k, v in glob.items()}
+    client.receive(new, 1)
+    fresh.receive(new, 1)
     for name, value in shared_params(client.model).items():
         np.testing.assert_array_equal(value, shared_params(fresh.model)[name])
     assert fresh.rates() == client.meta["rates"]

@@ -287,11 +287,11 @@ def cycle(cfg: Config) -> dict:
     (msg, reply, after_fit), = train
     glob, new = arrays_of(msg), arrays_of(evals[-1][0])
     spec = strategy.upload_spec(glob)
-    metrics = reply.content[keys.METRICS]
+    metrics = reply.content[keys.client_record(0)]
     sent = decode(reply.content, spec, float(metrics[keys.NUM_EXAMPLES]))
     return {"cfg": cfg, "layers": strategy.layers, "glob": glob, "new": new, "sent": sent,
             "metrics": metrics, "spec": spec, "records": records,
-            "evals": [r.content[keys.METRICS] for _, r, _ in evals],
+            "evals": [r.content[keys.client_record(0)] for _, r, _ in evals],
             "after_fit": after_fit, "final": evals[-1][2],
             "meta": grid.contexts[FIRST_NODE].state[keys.STATE_META]}
 

@@ -7,7 +7,8 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from flayer.apps.client_app import partition_of
-from flayer.apps.node_state import Personal, load_state, save_state, state_file, state_hash
+from flayer.state.personal import Personal, load_state, save_state, state_hash
+from flayer.state.store import state_file
 from tests.localgrid import LocalGrid, run_local
 
 

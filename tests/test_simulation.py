@@ -60,6 +60,8 @@ def test_flayer_learns_on_real_fashion_mnist(tmp_path):
     assert all(int(r["failures"]) == 0 for r in metrics)
     with open(run_dir / "clients.csv") as f:
         assert len(list(csv.DictReader(f))) == 4 * 5  # every client, every round
+    # each client's state is in the run's store, one file each: FLAYER's top-P tensors
+    assert len(list((run_dir / "state").glob("client-*.npz"))) == 5
 
 
 @pytest.mark.slow
@@ -69,7 +71,11 @@ def test_flayer_with_every_component_off_equals_fedavg(tmp_path):
               "num_rounds=2", "seed=3", "partition.alpha=0.5"]
     run_py(*common, "strategy=flayer", "strategy.local_init=false",
            "strategy.adaptive_lr=false", "strategy.masked_upload=false",
-           f"hydra.run.dir={tmp_path / 'off'}")
+           f"hydra.run.dir={tmp_path / 'off'}", f"backend.state_dir={tmp_path / 'states'}",
+           "backend.executors=3")
+    store, = (tmp_path / "states").iterdir()  # the store named after its run folder
+    assert store.name.startswith("off-") and len(list(store.glob("client-*.npz"))) == 4
+    assert not (tmp_path / "off" / "state").exists()
     run_py(*common, "strategy=fedavg", f"hydra.run.dir={tmp_path / 'avg'}")
     off, avg = rows(tmp_path / "off"), rows(tmp_path / "avg")
     assert len(off) == len(avg) == 3

@@ -28,7 +28,7 @@ def train_reply(pid: int, arrays: dict, n: int, masks: dict | None = None,
                 loss: float = 1.0) -> Message:
     content = RecordDict({
         **encode(Upload(arrays=arrays, masks=masks or {})),
-        keys.METRICS: MetricRecord({keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: n,
+        keys.client_record(pid): MetricRecord({keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: n,
                                     keys.TRAIN_LOSS: loss}),
     })
     return reply(100 + pid, content)
@@ -132,7 +132,7 @@ def test_evaluate_round_records_every_client_in_partition_order():
         m = MetricRecord({keys.PARTITION_ID: pid, keys.EVALUATED: 1, keys.CORRECT: correct,
                           keys.NUM_TEST: n, keys.ACCURACY: correct / n, keys.AUC: 0.9,
                           keys.TEST_LOSS: 0.5})
-        return reply(100 + pid, RecordDict({keys.METRICS: m}))
+        return reply(100 + pid, RecordDict({keys.client_record(pid): m}))
 
     strategy.aggregate_evaluate(1, [eval_reply(2, 9, 10), eval_reply(0, 1, 10),
                                     eval_reply(1, 5, 10)], rec)

@@ -1,30 +1,41 @@
-"""The one ClientApp: loads the node's data, restores its personal state, runs the
-configured method's client side, stores the state back and replies. Method-agnostic.
+"""The one ClientApp, method-agnostic, in its two roles.
 
-The node config says which client a node is (`partition-id`, checked against the run's
-`num_clients` when `num-partitions` is given), where its data comes from (a partition of the
-run's dataset, or its own folder `data-dir`) and where it keeps a copy of its personal state
-(`state-dir`, so that a restarted SuperNode keeps what its client learned)."""
+- **A SuperNode** (`flwr run` on real machines) is one client. Its node config says which
+  (`partition-id`, checked against the run's `num_clients` when `num-partitions` is given),
+  where its data comes from (a partition of the run's dataset, or its own folder `data-dir`)
+  and where it keeps a copy of its personal state (`state-dir`). It keeps that state in its
+  memory between messages and replies with its own upload.
+- **A simulated executor** serves any client: each message names a cohort, the executor
+  serves its clients one after another with one reused model, reads and writes their state in
+  the run's client state store, and replies with the weighted sum of their uploads (each
+  checked against the method's declaration first) and one metrics record per client.
+
+Either way a reply holds one record per client (`keys.client_record`), or a failure record
+(`keys.failed_record`) for a client whose work failed.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from flayer import keys
-from flayer.apps.node_state import Personal, load_state, save_state, state_file, state_hash
-from flayer.catalog import METHODS
+from flayer.aggregation import WeightedSum
+from flayer.apps.client_work import ClientRunner, runner_for
 from flayer.compose import config_from_overrides, deployed_overrides
 from flayer.config import Config
 from flayer.data.federated import ClientData, load_client
 from flayer.data.node import load_node_data
-from flayer.layers import LayerMap
-from flayer.method import ClientEnv, ClientMethod, build_model
-from flayer.runtime import pick_device, set_threads, show_info_logs
-from flayer.upload import encode
+from flayer.runtime import set_threads, show_info_logs
+from flayer.state.personal import Personal, load_state, save_state
+from flayer.state.store import ClientStore, state_file
+from flayer.upload import ReplyError, checked, encode, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -49,125 +60,165 @@ def partition_of(cfg: Config, context: Context) -> int:
     return partition_id
 
 
-def _data_for(cfg: Config, context: Context, partition_id: int, val_fraction: float
-              ) -> ClientData:
-    data_dir = context.node_config.get(keys.NODE_DATA_DIR)
-    if data_dir:
-        return load_node_data(cfg, str(data_dir), partition_id, val_fraction)
-    return load_client(cfg, partition_id, val_fraction)
+@dataclass(frozen=True)
+class DataOf:
+    """Where a client's data comes from: a partition of the run's dataset, or (a SuperNode
+    with `data-dir`) the node's own folder."""
+
+    cfg: Config
+    data_dir: str | None = None
+
+    def __call__(self, partition_id: int, val_fraction: float) -> ClientData:
+        if self.data_dir:
+            return load_node_data(self.cfg, self.data_dir, partition_id, val_fraction)
+        return load_client(self.cfg, partition_id, val_fraction)
 
 
-def _restore(context: Context, partition_id: int) -> Personal:
-    """The personal state from this node's memory, else from its state directory."""
-    if keys.STATE_ARRAYS in context.state:
-        app = context.state.get(keys.STATE_APP, {})
-        return Personal(
-            arrays={k: v.numpy() for k, v in context.state[keys.STATE_ARRAYS].items()},
-            meta=dict(context.state[keys.STATE_META]) if keys.STATE_META in context.state
-            else {},
-            version=int(app[keys.STATE_VERSION]) if keys.STATE_VERSION in app else None,
-        )
-    state_dir = context.node_config.get(keys.NODE_STATE_DIR)
-    if not state_dir:
-        return Personal()
-    file = state_file(str(state_dir), context.run_id, partition_id)
-    saved = load_state(file)
-    if saved is None:
-        return Personal()
-    log.info("partition %d: personal state restored from %s", partition_id, file)
-    return saved
-
-
-def _method_for(cfg: Config, context: Context, msg: Message) -> tuple[ClientMethod, Personal]:
-    partition_id = partition_of(cfg, context)
-    set_threads(int(cfg.backend.client_cpus))
-    method = METHODS.get(cfg.strategy.name)
-    data = _data_for(cfg, context, partition_id, method.client.holdout_fraction(cfg.strategy))
-    model = build_model(cfg, data.source.spec)
-    env = ClientEnv(cfg=cfg, settings=cfg.strategy, partition_id=partition_id, data=data,
-                    layers=LayerMap(model), device=pick_device(cfg),
-                    instructions=dict(msg.content[keys.CONFIG]))
-    client = method.client(env, model)
-    saved = _restore(context, partition_id)
-    if saved.arrays or saved.meta:
-        client.load_state(saved.arrays, saved.meta)
-    return client, saved
-
-
-def _store(client: ClientMethod, version: int, context: Context) -> dict[str, np.ndarray]:
-    """Keep the personal state in the node's memory and, with a state-dir, on its disk."""
-    arrays, meta = client.state()
-    context.state[keys.STATE_ARRAYS] = ArrayRecord(
-        {k: _to_array(v) for k, v in arrays.items()}
-    )
-    context.state[keys.STATE_META] = ConfigRecord(meta)
-    context.state[keys.STATE_APP] = ConfigRecord({keys.STATE_VERSION: version})
-    state_dir = context.node_config.get(keys.NODE_STATE_DIR)
-    if state_dir:
-        save_state(state_file(str(state_dir), context.run_id, client.env.partition_id),
-                   Personal(arrays=arrays, meta=meta, version=version))
-    return arrays
+def global_of(msg: Message) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in msg.content[keys.ARRAYS].items()}
 
 
 def _to_array(value: np.ndarray) -> Array:
     return Array(np.ascontiguousarray(value))
 
 
-def _sync(client: ClientMethod, saved: Personal, msg: Message
-          ) -> tuple[dict[str, np.ndarray], int]:
-    """Hand a new global model version to the method once; returns the global arrays and
-    the version the client's model is now set up from."""
-    global_arrays = {k: v.numpy() for k, v in msg.content[keys.ARRAYS].items()}
-    version = int(msg.content[keys.CONFIG][keys.MODEL_VERSION])
-    if saved.version != version:
-        client.receive(global_arrays, version)
-    return global_arrays, version
+# ---- a SuperNode: one client, its state in the node's memory ------------------------------
+class NodeClient:
+    """The node's own client; its state lives in `context.state` (and `state-dir`)."""
+
+    def __init__(self, cfg: Config, context: Context) -> None:
+        self.cfg = cfg
+        self.context = context
+        self.partition_id = partition_of(cfg, context)
+        set_threads(int(cfg.backend.client_cpus))
+        data_dir = context.node_config.get(keys.NODE_DATA_DIR)
+        self.runner: ClientRunner = runner_for(cfg, DataOf(cfg, str(data_dir) if data_dir
+                                                           else None))
+
+    def check_cohort(self, msg: Message) -> dict:
+        instructions = dict(msg.content[keys.CONFIG])
+        cohort = [int(p) for p in instructions.get(keys.COHORT, [self.partition_id])]
+        if cohort != [self.partition_id]:
+            raise ValueError(f"a message for partitions {cohort} reached the node of partition "
+                             f"{self.partition_id}")
+        return instructions
+
+    def restore(self) -> Personal:
+        """The personal state from this node's memory, else from its state directory."""
+        state = self.context.state
+        if keys.STATE_ARRAYS in state:
+            app = state.get(keys.STATE_APP, {})
+            return Personal(
+                arrays={k: v.numpy() for k, v in state[keys.STATE_ARRAYS].items()},
+                meta=dict(state[keys.STATE_META]) if keys.STATE_META in state else {},
+                version=int(app[keys.STATE_VERSION]) if keys.STATE_VERSION in app else None,
+            )
+        state_dir = self.context.node_config.get(keys.NODE_STATE_DIR)
+        if not state_dir:
+            return Personal()
+        file = state_file(str(state_dir), self.context.run_id, self.partition_id)
+        saved = load_state(file)
+        if saved is None:
+            return Personal()
+        log.info("partition %d: personal state restored from %s", self.partition_id, file)
+        return saved
+
+    def keep(self, personal: Personal) -> None:
+        """Keep the state in the node's memory and, with a state-dir, on its disk."""
+        self.context.state[keys.STATE_ARRAYS] = ArrayRecord(
+            {k: _to_array(v) for k, v in personal.arrays.items()})
+        self.context.state[keys.STATE_META] = ConfigRecord(personal.meta)
+        self.context.state[keys.STATE_APP] = ConfigRecord({keys.STATE_VERSION: personal.version})
+        state_dir = self.context.node_config.get(keys.NODE_STATE_DIR)
+        if state_dir:
+            save_state(state_file(str(state_dir), self.context.run_id, self.partition_id),
+                       personal)
+
+    def train(self, msg: Message) -> Message:
+        instructions = self.check_cohort(msg)
+        done = self.runner.train(self.partition_id, instructions, self.restore(), global_of(msg))
+        self.keep(done.state)
+        content = RecordDict({**encode(done.result.upload),
+                              keys.client_record(self.partition_id): MetricRecord(done.metrics)})
+        return Message(content=content, reply_to=msg)
+
+    def evaluate(self, msg: Message) -> Message:
+        instructions = self.check_cohort(msg)
+        do_evaluate = self.partition_id in instructions.get(keys.DO_EVALUATE, [])
+        done = self.runner.evaluate(self.partition_id, instructions, self.restore(),
+                                    global_of(msg), do_evaluate)
+        self.keep(done.state)
+        content = RecordDict({keys.client_record(self.partition_id): MetricRecord(done.metrics)})
+        return Message(content=content, reply_to=msg)
+
+    def query(self, msg: Message) -> Message:
+        """Which client this node is: the server asks nodes that joined or came back mid-run."""
+        metrics = MetricRecord({keys.PARTITION_ID: self.partition_id})
+        return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
-def handle_train(msg: Message, context: Context, cfg: Config) -> Message:
-    client, saved = _method_for(cfg, context, msg)
-    global_arrays, version = _sync(client, saved, msg)
-    result = client.fit(global_arrays, version)
-    _store(client, version, context)
-    metrics = MetricRecord({
-        keys.PARTITION_ID: client.env.partition_id,
-        keys.NUM_EXAMPLES: result.num_examples,
-        keys.TRAIN_LOSS: float(result.train_loss),
-        **(result.metrics or {}),
-    })
-    return Message(content=RecordDict({**encode(result.upload), keys.METRICS: metrics}),
-                   reply_to=msg)
+# ---- a simulated executor: any client, its state in the run's store -----------------------
+class Executor:
+    """Serves the cohort a message names, one client after another."""
 
+    def __init__(self, cfg: Config, store: ClientStore) -> None:
+        self.cfg = cfg
+        self.store = store
+        set_threads(int(cfg.backend.client_cpus))
+        self.runner = runner_for(cfg, DataOf(cfg))
 
-def handle_evaluate(msg: Message, context: Context, cfg: Config) -> Message:
-    client, saved = _method_for(cfg, context, msg)
-    _, version = _sync(client, saved, msg)
-    metrics: dict[str, int | float] = {keys.PARTITION_ID: client.env.partition_id,
-                                       keys.EVALUATED: 0}
-    if bool(msg.content[keys.CONFIG][keys.DO_EVALUATE]):
-        result, extra = client.evaluate(version)
-        metrics.update({
-            keys.EVALUATED: 1,
-            keys.CORRECT: result.correct,
-            keys.NUM_TEST: result.num,
-            keys.ACCURACY: result.accuracy,
-            keys.AUC: result.auc,
-            keys.TEST_LOSS: result.loss_sum / max(result.num, 1),
-            **extra,
-        })
-    arrays = _store(client, version, context)
-    if metrics[keys.EVALUATED]:
-        # what the client evaluated with: the global version its model was set up from and
-        # a fingerprint of everything it keeps, so runs can show that personal state survives
-        metrics[keys.INIT_VERSION] = version
-        metrics[keys.STATE_HASH] = state_hash(arrays)
-    return Message(content=RecordDict({keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
+    @staticmethod
+    def cohort(instructions: dict) -> list[int]:
+        return [int(p) for p in instructions.get(keys.COHORT, [])]
 
+    def failed(self, content: RecordDict, pid: int, kind: str, exc: Exception,
+               upload_bytes: int = 0) -> None:
+        log.warning("partition %d: %s failed: %s: %s", pid, kind, type(exc).__name__, exc)
+        content[keys.failed_record(pid)] = ConfigRecord(
+            {keys.REASON: f"{type(exc).__name__}: {exc}", keys.UPLOAD_BYTES: upload_bytes})
 
-def handle_query(msg: Message, context: Context, cfg: Config) -> Message:
-    """Which client this node is: the server asks nodes that joined or came back mid-run."""
-    metrics = MetricRecord({keys.PARTITION_ID: partition_of(cfg, context)})
-    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
+    def train(self, msg: Message) -> Message:
+        instructions = dict(msg.content[keys.CONFIG])
+        spec = spec_of(msg.content[keys.UPLOAD_SPEC])
+        global_arrays = global_of(msg)
+        total = WeightedSum()
+        content = RecordDict()
+        for pid in self.cohort(instructions):
+            nbytes = 0
+            try:
+                done = self.runner.train(pid, instructions, self.store.load(pid), global_arrays)
+                self.store.save(pid, done.state)
+                weight = float(done.result.num_examples)
+                if not weight > 0:
+                    raise ReplyError(f"num-examples {weight}")
+                contribution, nbytes = checked(done.result.upload, spec, weight)
+                if not math.isfinite(done.result.train_loss):
+                    raise ReplyError(f"train loss {done.result.train_loss}")
+            except Exception as exc:  # noqa: BLE001 - a client's failure is the server's count
+                self.failed(content, pid, "training", exc, nbytes)
+                continue
+            total.add(contribution)
+            content[keys.client_record(pid)] = MetricRecord(
+                {**done.metrics, keys.UPLOAD_BYTES: nbytes})
+        content[keys.SUM_NUM] = ArrayRecord({k: _to_array(n) for k, n, _ in total.items()})
+        content[keys.SUM_DEN] = ArrayRecord({k: _to_array(d) for k, _, d in total.items()})
+        return Message(content=content, reply_to=msg)
+
+    def evaluate(self, msg: Message) -> Message:
+        instructions = dict(msg.content[keys.CONFIG])
+        evaluated = {int(p) for p in instructions.get(keys.DO_EVALUATE, [])}
+        global_arrays = global_of(msg)
+        content = RecordDict()
+        for pid in self.cohort(instructions):
+            try:
+                done = self.runner.evaluate(pid, instructions, self.store.load(pid),
+                                            global_arrays, pid in evaluated)
+                self.store.save(pid, done.state)
+            except Exception as exc:  # noqa: BLE001
+                self.failed(content, pid, "evaluation", exc)
+                continue
+            content[keys.client_record(pid)] = MetricRecord(done.metrics)
+        return Message(content=content, reply_to=msg)
 
 
 def config_of(context: Context) -> Config:
@@ -176,28 +227,34 @@ def config_of(context: Context) -> Config:
     return config_from_overrides(deployed_overrides(overrides))
 
 
-def make_client_app(cfg: Config | None = None) -> ClientApp:
-    """The ClientApp, bound to a composed config (simulation) or composing its config from
-    each run's run config (deployment)."""
+def make_client_app(cfg: Config | None = None, store: Path | None = None) -> ClientApp:
+    """The ClientApp: a simulated executor when given the run's config and state store, else
+    a SuperNode's client (bound to a composed config, or composing its config from each
+    run's run config under `flwr run`)."""
     client_app = ClientApp()
 
-    def config(context: Context) -> Config:
+    def serving(context: Context) -> NodeClient | Executor:
+        if cfg is not None and store is not None:
+            return Executor(cfg, ClientStore(store))
         if cfg is not None:
-            return cfg
+            return NodeClient(cfg, context)
         show_info_logs()  # a ClientApp process of a SuperNode: its log shows flayer's
-        return config_of(context)
+        return NodeClient(config_of(context), context)
 
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(msg, context, config(context))
+        return serving(context).train(msg)
 
     @client_app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return handle_evaluate(msg, context, config(context))
+        return serving(context).evaluate(msg)
 
     @client_app.query()
     def query(msg: Message, context: Context) -> Message:
-        return handle_query(msg, context, config(context))
+        server = serving(context)
+        if not isinstance(server, NodeClient):
+            raise ValueError("a simulated executor serves any client; it is never queried")
+        return server.query(msg)
 
     return client_app
 

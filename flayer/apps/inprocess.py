@@ -1,16 +1,18 @@
 """The apps in one process, without Ray or a SuperLink: a Grid whose nodes are plain
-`Context`s and whose messages go straight to the ClientApp's handlers, one after another.
+`Context`s and whose messages go straight to the ClientApp's serving code, one after another.
 
-The server side is the real one (`run_server`: the strategy, the roster, the round loop), and
-so is the client side (the same handlers the ClientApp runs), so a run here gives the numbers
-of a simulation with the same config. It serves what needs the whole protocol without
-processes: the overhead benchmark's baseline, stepping through a round in a debugger, and
-fast tests of every method.
+Two layouts, those of the two real ones: with a state store the nodes are executors serving
+cohorts, as in a simulation; without one, one node per client keeping its state in its memory,
+as SuperNodes do. The server side is the real one (`run_server`: the strategy, the routing, the
+round loop), and so is the client side, so a run here gives the numbers of a run with the same
+config. It serves what needs the whole protocol without processes: the overhead benchmark's
+baseline, stepping through a round in a debugger, and fast tests of every method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, MessageType, RecordDict
@@ -18,21 +20,16 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from flayer import keys
-from flayer.apps.client_app import handle_evaluate, handle_query, handle_train
+from flayer.apps.client_app import Executor, NodeClient
 from flayer.apps.server_app import run_server
+from flayer.cohorts import ExecutorPool
 from flayer.config import Config
+from flayer.state.store import ClientStore
 from flayer.strategy import PflStrategy, RoundCallback
 
-FIRST_NODE = 1000  # node k serves partition k: node id FIRST_NODE + k
+FIRST_NODE = 1000  # node k serves partition k (or is executor k): node id FIRST_NODE + k
 RUN_ID = 1
 SERVER_NODE = 0
-
-Handler = Callable[[Message, Context, Config], Message]
-HANDLERS: dict[str, Handler] = {
-    MessageType.TRAIN: handle_train,
-    MessageType.EVALUATE: handle_evaluate,
-    MessageType.QUERY: handle_query,
-}
 
 
 def act_as_server(run_id: int = RUN_ID) -> None:
@@ -42,14 +39,18 @@ def act_as_server(run_id: int = RUN_ID) -> None:
 
 
 class InProcessGrid(Grid):
-    """One node per client, each with its own Context (its personal state lives there, as
-    in a SuperNode's memory); `node_config` is added to every node's config."""
+    """With `store`: `executors` executor nodes sharing that client state store. Without:
+    one node per client, each with its own Context (its personal state lives there, as in a
+    SuperNode's memory); `node_config` is added to every such node's config."""
 
-    def __init__(self, cfg: Config, node_config: dict[str, Any] | None = None) -> None:
+    def __init__(self, cfg: Config, node_config: dict[str, Any] | None = None, *,
+                 store: Path | None = None, executors: int = 2) -> None:
         self.cfg = cfg
         self.node_config = dict(node_config or {})
+        self.store = None if store is None else ClientStore(store)
+        count = min(executors, cfg.num_clients) if store is not None else cfg.num_clients
         self.contexts: dict[int, Context] = {
-            FIRST_NODE + k: self.new_context(FIRST_NODE + k, k) for k in range(cfg.num_clients)
+            FIRST_NODE + k: self.new_context(FIRST_NODE + k, k) for k in range(count)
         }
 
     def new_context(self, node: int, partition_id: int) -> Context:
@@ -76,7 +77,16 @@ class InProcessGrid(Grid):
         context = self.contexts.get(msg.metadata.dst_node_id)
         if context is None:
             return None
-        return HANDLERS[msg.metadata.message_type](msg, context, self.cfg)
+        server = (Executor(self.cfg, self.store) if self.store is not None
+                  else NodeClient(self.cfg, context))
+        kind = msg.metadata.message_type
+        if kind == MessageType.TRAIN:
+            return server.train(msg)
+        if kind == MessageType.EVALUATE:
+            return server.evaluate(msg)
+        if kind == MessageType.QUERY and isinstance(server, NodeClient):
+            return server.query(msg)
+        raise ValueError(f"no handler for a {kind} message")
 
     # ---- the rest of Flower's Grid: not needed in one process ----------------------------
     @property
@@ -97,7 +107,14 @@ class InProcessGrid(Grid):
 
 
 def run_in_process(cfg: Config, on_round: RoundCallback | None = None,
-                   grid: InProcessGrid | None = None) -> PflStrategy:
-    """A whole run in this process (no Ray); every finished round goes to on_round."""
+                   grid: InProcessGrid | None = None, store: Path | None = None
+                   ) -> PflStrategy:
+    """A whole run in this process (no Ray); every finished round goes to on_round. Give a
+    grid, or a store folder for the simulation's layout (executors over that store)."""
+    if grid is None:
+        if store is None:
+            raise ValueError("run_in_process needs a grid or a state store folder")
+        grid = InProcessGrid(cfg, store=store)
     act_as_server()
-    return run_server(grid or InProcessGrid(cfg), cfg, on_round)
+    routing = ExecutorPool.for_run(cfg) if grid.store is not None else None
+    return run_server(grid, cfg, on_round, routing)

@@ -19,6 +19,7 @@ from torch import nn
 
 from flayer import keys
 from flayer.catalog import METHODS
+from flayer.cohorts import ExecutorPool
 from flayer.compose import compose_dict, deployed_overrides
 from flayer.config import Config, to_config
 from flayer.data.federated import dataset
@@ -27,6 +28,7 @@ from flayer.data.source import DataSpec
 from flayer.errors import ConfigError, require
 from flayer.layers import LayerMap
 from flayer.method import build_model
+from flayer.roster import Routing
 from flayer.rundir import check_free, record_run
 from flayer.runtime import set_threads, show_info_logs
 from flayer.strategy import PflStrategy, RoundCallback
@@ -41,17 +43,21 @@ def model_spec(cfg: Config) -> DataSpec:
     return static_spec(cfg) or dataset(cfg).spec
 
 
-def build_strategy(cfg: Config) -> tuple[PflStrategy, nn.Module]:
+def build_strategy(cfg: Config, routing: Routing | None = None
+                   ) -> tuple[PflStrategy, nn.Module]:
     """The run's initial model and the configured method's strategy, holding that model."""
     model = build_model(cfg, model_spec(cfg))
-    strategy = METHODS.get(cfg.strategy.name).build_strategy(cfg, LayerMap(model))
+    strategy = METHODS.get(cfg.strategy.name).build_strategy(cfg, LayerMap(model), routing)
     strategy.set_initial(model)
     return strategy, model
 
 
-def run_server(grid: Grid, cfg: Config, on_round: RoundCallback | None = None) -> PflStrategy:
+def run_server(grid: Grid, cfg: Config, on_round: RoundCallback | None = None,
+               routing: Routing | None = None) -> PflStrategy:
+    """The round loop on this grid: a node per client, unless `routing` says otherwise (the
+    simulation's executor pool)."""
     set_threads(int(cfg.backend.client_cpus))
-    strategy, _ = build_strategy(cfg)
+    strategy, _ = build_strategy(cfg, routing)
     strategy.run(grid, on_round)
     return strategy
 
@@ -97,8 +103,8 @@ def run_deployed(grid: Grid, context: Context) -> Path:
 
 def make_server_app(cfg: Config | None = None, on_round: RoundCallback | None = None
                     ) -> ServerApp:
-    """The ServerApp, bound to a composed config (simulation) or composing its config from
-    the run config (deployment)."""
+    """The ServerApp: bound to a composed config, the simulation's (its nodes are executors
+    serving cohorts), else composing its config from the run config (deployment)."""
     server_app = ServerApp()
 
     @server_app.main()
@@ -107,7 +113,7 @@ def make_server_app(cfg: Config | None = None, on_round: RoundCallback | None = 
             show_info_logs()
             run_deployed(grid, context)
         else:
-            run_server(grid, cfg, on_round)
+            run_server(grid, cfg, on_round, ExecutorPool.for_run(cfg))
 
     return server_app
 

@@ -52,7 +52,20 @@ def _memmap(file: str) -> np.ndarray:
     return _MAPPED.get((file,), lambda: np.load(file, mmap_mode="r"))
 
 
+_SPLITS_FILES: Memo[Path] = Memo("the splits file of a setting",
+                                 key=("dataset settings", "partition settings", "num_clients",
+                                      "seed", "cache_dir"))
+
+
 def splits_file(cfg: Config) -> Path:
+    """Where the run's client splits are cached: named by everything that shapes them (asked
+    once per client served, so its answer is kept per process)."""
+    key = (astuple(cfg.dataset), (type(cfg.partition).__name__, astuple(cfg.partition)),
+           cfg.num_clients, cfg.seed, cfg.cache_dir)
+    return _SPLITS_FILES.get(key, lambda: _splits_file(cfg))
+
+
+def _splits_file(cfg: Config) -> Path:
     source = source_of(cfg)
     settings: dict = {"dataset": source.name, "data": source.fingerprint(),
                       "num_clients": cfg.num_clients, "seed": cfg.seed}
@@ -103,6 +116,12 @@ def _read_splits(file: str, num_clients: int) -> list[ClientSplit]:
             ]
 
     return _SPLITS.get((file, num_clients), read)
+
+
+def client_sizes(cfg: Config) -> np.ndarray:
+    """Every client's (train, test) sample counts, from its split (validation share included
+    in train)."""
+    return np.array([(len(s.train), len(s.test)) for s in client_splits(cfg)], dtype=np.int64)
 
 
 # A fitted source is shaped by its split (the splits file's name holds the data, partition,

@@ -40,6 +40,12 @@ class FlayerClient(ClientMethod):
         return initial_rates(self.layers.num_layers, self.lr, self.constants.head_rate,
                              self.settings.adaptive_lr, quirks)
 
+    def kept(self) -> set[str]:
+        # Lower layers are overwritten from every global model; only the top-P tensors mix.
+        if not self.settings.local_init:
+            return self.buffers()
+        return set(self.layers.top_p(self.constants.P)) | self.buffers()
+
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         if not self.settings.local_init:
             load_params(self.model, global_arrays)

@@ -1,16 +1,11 @@
-"""A node-local copy of a client's personal state (node config `state-dir`).
-
-Flower keeps `context.state` in the SuperNode's memory only, so a SuperNode that restarts
-would lose what its client learned. After every message the ClientApp also writes the state
-to `<state-dir>/run-<run id>/partition-<id>.npz`, atomically, and restores it from there when
-`context.state` is empty. Keying by run id keeps a later run from inheriting an old run's state.
-"""
+"""A client's personal state and its file: what the method keeps across rounds (arrays and
+metadata) and, apart from it, the app's bookkeeping (which global model version the state is
+set up from). One `.npz` per client, replaced atomically."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +15,6 @@ import numpy as np
 from flayer.atomic import write_atomic
 
 META_KEY = "__meta__"  # the JSON-encoded metadata inside the .npz
-
-
-def state_file(state_dir: str, run_id: int, partition_id: int) -> Path:
-    return Path(os.path.expanduser(state_dir)) / f"run-{run_id}" / f"partition-{partition_id}.npz"
 
 
 @dataclass
@@ -36,15 +27,15 @@ class Personal:
     version: int | None = None  # the app's; None before the first global model
 
 
-def save_state(file: Path, state: Personal) -> None:
-    """Arrays and metadata in one file, replaced atomically and durably: a crash leaves the
-    old state or the new one."""
+def save_state(file: Path, state: Personal, *, durable: bool = True) -> None:
+    """Arrays and metadata in one file, replaced atomically (and with `durable` flushed to
+    disk first): a crash leaves the old state or the new one."""
     if META_KEY in state.arrays:
         raise ValueError(f"{META_KEY} is reserved")
     encoded = np.array(json.dumps({"meta": state.meta, "version": state.version},
                                   default=_plain))
     write_atomic(file, lambda f: np.savez(f, **{META_KEY: encoded}, **state.arrays),
-                 durable=True)
+                 durable=durable)
 
 
 def _plain(value: Any) -> Any:
