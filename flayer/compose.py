@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from flayer.config import Config, to_config
@@ -17,7 +18,10 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_dict(overrides: Sequence[str] = ()) -> DictConfig:
-    """conf/ composed with Hydra overrides, as run.py would compose it."""
+    """conf/ composed with Hydra overrides, as run.py would compose it (inside run.py, with
+    the Hydra it runs in)."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=list(overrides))
     if not CONF_DIR.is_dir():
         raise FileNotFoundError(f"no conf/ folder at {CONF_DIR}; install flayer with pip -e")
     register_schemas()

@@ -147,6 +147,11 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda
     cache_dir: str = "~/.cache/flayer"
     progress: bool = True
+    # null: a new run; a run folder: continue it from its last checkpoint; auto: continue
+    # the run in this run's folder if it has one (sweeps), else start it
+    resume: str | None = None
+    checkpoint_every: int = 1  # rounds between checkpoints (the last round always has one)
+    checkpoint_keep: int = 1  # checkpoints kept in the run folder (the newest ones)
 
     @property
     def learning_rate(self) -> float:

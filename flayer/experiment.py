@@ -1,37 +1,76 @@
-"""One simulated experiment from a composed config: check it, then run it into its folder."""
+"""One simulated experiment from a composed config: check it, then run it into its folder, or
+continue the run already there (`resume`)."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from flayer.compose import compose_dict
 from flayer.config import Config, to_config
-from flayer.rundir import check_free, record_run
+from flayer.rundir import check_free, open_continuation, record_run
 from flayer.simulation import run_apps
+from flayer.state.checkpoint import Checkpointing, Checkpoints
 from flayer.state.store import ClientStore, store_root
+from flayer.strategy import RoundCallback
 from flayer.validation import validate
 
 log = logging.getLogger(__name__)
 
 
 def prepare(dcfg: DictConfig, run_dir: Path) -> Config:
-    """Everything that can fail on bad input, before anything is written."""
+    """Everything that can fail on bad input for a new run, before anything is written."""
     cfg = to_config(dcfg)
     validate(cfg)
     check_free(run_dir)
     return cfg
 
 
-def run(dcfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    cfg = prepare(dcfg, run_dir)
+Engine = Callable[[Config, RoundCallback, Path, Checkpointing], None]
+
+
+def run(dcfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
+        engine: Engine = run_apps) -> dict[str, Any]:
+    """Run the experiment into run_dir; with `resume`, continue the run there from its last
+    checkpoint (a complete run with the same num_rounds is left as it is). `overrides` are
+    those the config was composed from (saved, so that a later process can continue it);
+    `engine` runs the rounds (the Ray simulation, or `flayer.apps.inprocess.engine`)."""
+    overrides = list(overrides)
+    going_on = None
+    if dcfg.resume is not None:
+        going_on = open_continuation(run_dir, str(dcfg.resume), overrides, compose_dict)
+    if going_on is None:
+        cfg = prepare(dcfg, run_dir)
+    else:
+        if going_on.complete:
+            summary = json.loads((run_dir / "summary.json").read_text())
+            print(f"the run in {run_dir} is complete ({summary['rounds_completed']} rounds); "
+                  "nothing to do")
+            return summary
+        dcfg, overrides = going_on.dcfg, going_on.overrides
+        cfg = to_config(dcfg)
+        validate(cfg)
     store = ClientStore(store_root(run_dir, cfg.backend.state_dir))
-    store.clear()  # a fresh run: no state left by an earlier attempt in this folder
-    summary = record_run(run_dir, dcfg, cfg,
-                         lambda on_round: run_apps(cfg, on_round, store.root),
-                         progress=cfg.progress)
+    resume_from = None
+    if going_on is not None and going_on.checkpoint is not None:
+        resume_from = Checkpoints.load(going_on.checkpoint)
+        Checkpoints.restore_clients(going_on.checkpoint, store)
+        log.info("continuing %s after round %d", run_dir, resume_from.round)
+    else:
+        store.clear()  # a run from round 0: no state left by an earlier attempt
+    checkpointing = Checkpointing(Checkpoints(run_dir, cfg.checkpoint_keep), cfg.checkpoint_every,
+                                  cfg.num_rounds, store, resume_from)
+    summary = record_run(
+        run_dir, dcfg, cfg,
+        lambda on_round: engine(cfg, on_round, store.root, checkpointing),
+        progress=cfg.progress, overrides=overrides,
+        resume_round=None if going_on is None else checkpointing.start_round() - 1,
+    )
     log.info("results in %s: best accuracy %.4f (round %s), final %.4f (round %s)", run_dir,
              summary["best_accuracy"], summary["best_round"], summary["final_accuracy"],
              summary["final_round"])

@@ -35,10 +35,18 @@ class CheckEveryJob(Callback):
         from flayer.validation import validate
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if sweep_dir.is_dir() and any(has_results(p) for p in sweep_dir.iterdir() if p.is_dir()):
+        task = list(config.hydra.overrides.task)
+        continuing = "resume=auto" in task  # finished jobs are skipped, stopped ones go on
+        if any(o.startswith("resume=") for o in task) and not continuing:
+            _fail(ConfigError("resume", task[[o.startswith("resume=") for o in task].index(True)],
+                              "a sweep continues with resume=auto (each job its own folder)"),
+                  [])
+        if (not continuing and sweep_dir.is_dir()
+                and any(has_results(p) for p in sweep_dir.iterdir() if p.is_dir())):
             _fail(ConfigError("hydra.sweep.dir", str(sweep_dir),
-                              "already holds results; choose another directory"), [])
-        for job in expand_sweep(list(config.hydra.overrides.task)):
+                              "already holds results; choose another directory, or continue "
+                              "its jobs with resume=auto"), [])
+        for job in expand_sweep(task):
             try:
                 validate(to_config(compose(config_name="config", overrides=job)))
             except (ConfigError, DataError) as exc:

@@ -1,13 +1,21 @@
 """A run folder, opened in one place for the simulation and the deployment paths: refuse a
-folder that holds results, write the resolved config, record every round, and say so when a
-run stops before its last round (after its partial results are written)."""
+folder that holds results (unless the run continues it), write the resolved config and the
+overrides it was composed from, record every round, and say so when a run stops before its
+last round (after its partial results are written).
+
+Continuing a run (`resume`): the run's config is composed again from its saved overrides plus
+the new ones, and must equal the saved config but for the keys a continuation may change
+(`CONTINUE_KEYS`: `num_rounds` may grow); the rows after the last checkpoint are dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from flayer.catalog import METHODS
@@ -15,6 +23,12 @@ from flayer.config import Config
 from flayer.errors import ConfigError
 from flayer.results.record import RoundRecord
 from flayer.results.recorder import RESULT_FILES, RunRecorder
+from flayer.state.checkpoint import Checkpoints
+
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"  # the overrides the config was composed from
+# what a continued run may set differently from the saved config
+CONTINUE_KEYS = ("num_rounds", "resume", "progress", "checkpoint_every", "checkpoint_keep")
 
 RoundSink = Callable[[RoundRecord], None]
 
@@ -54,14 +68,18 @@ def run_info(cfg: Config) -> dict[str, Any]:
 
 
 def record_run(run_dir: Path, dcfg: DictConfig, cfg: Config, play: Callable[[RoundSink], None],
-               progress: bool) -> dict[str, Any]:
-    """Write config.yaml, let `play` run the rounds into the folder's recorder, then write the
-    summary and plot; returns the summary, or raises RunIncomplete for a run that stopped
-    early (its rows, summary and plot are written first)."""
+               progress: bool, overrides: Sequence[str] = (),
+               resume_round: int | None = None) -> dict[str, Any]:
+    """Write config.yaml (and the overrides), let `play` run the rounds into the folder's
+    recorder, then write the summary and plot; returns the summary, or raises RunIncomplete
+    for a run that stopped early (its rows, summary and plot are written first). With
+    `resume_round` the folder's rows up to that round are kept (-1: none)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(dcfg, resolve=True))
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(dcfg, resolve=True))
+    (run_dir / OVERRIDES_FILE).write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     recorder = RunRecorder(run_dir, run_info(cfg), cfg.num_rounds, progress=progress,
-                           train_metrics=METHODS.get(cfg.strategy.name).client.train_metrics)
+                           train_metrics=METHODS.get(cfg.strategy.name).client.train_metrics,
+                           keep_rounds=resume_round)
     try:
         play(recorder)
     finally:
@@ -69,6 +87,81 @@ def record_run(run_dir: Path, dcfg: DictConfig, cfg: Config, play: Callable[[Rou
     if not summary["complete"]:
         raise RunIncomplete(
             f"the run stopped after round {summary['rounds_completed']} of {cfg.num_rounds}; "
-            f"see the log above. Partial results are in {run_dir}"
+            f"see the log above. Partial results are in {run_dir}; continue it with "
+            f"resume={run_dir}"
         )
     return summary
+
+
+@dataclass
+class Continuation:
+    """How a run folder goes on: its config (saved, with the allowed changes), the
+    overrides to save with it, the checkpoint to start from (None: no round finished, start
+    again from round 0) and whether it is already complete."""
+
+    dcfg: DictConfig
+    overrides: list[str]
+    checkpoint: Path | None
+    complete: bool
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def differing_keys(saved: DictConfig, new: DictConfig) -> list[str]:
+    """Dotted keys whose resolved values differ, `CONTINUE_KEYS` left out."""
+    a = _flat(OmegaConf.to_container(saved, resolve=True))
+    b = _flat(OmegaConf.to_container(new, resolve=True))
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k, "<unset>") != b.get(k, "<unset>") and k not in CONTINUE_KEYS)
+
+
+def open_continuation(run_dir: Path, resume: str, overrides: Sequence[str],
+                      compose: Callable[[list[str]], DictConfig]) -> Continuation | None:
+    """How `resume` continues the run in run_dir; None where resume=auto finds no run there.
+    ConfigError (exit 2) for a folder that is not a run, or settings that differ."""
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / OVERRIDES_FILE).is_file():
+        if resume == "auto" and not has_results(run_dir):
+            return None
+        what = ("does not exist" if not run_dir.exists() else
+                "is not a flayer run folder (no config.yaml and overrides.yaml)")
+        raise ConfigError("resume", resume, f"{run_dir} {what}; give the folder of a run")
+    saved = OmegaConf.load(run_dir / CONFIG_FILE)
+    saved_overrides = [str(o) for o in OmegaConf.load(run_dir / OVERRIDES_FILE)]
+    mine = [o for o in overrides if _key(o) != "resume"]
+    kept = [o for o in saved_overrides if _key(o) not in {_key(m) for m in mine}]
+    allowed = ", ".join(CONTINUE_KEYS[:1] + CONTINUE_KEYS[2:])
+    try:
+        dcfg = compose([*kept, *mine, f"resume={resume}"])
+    except HydraException as exc:  # e.g. another method, whose settings the saved ones miss
+        raise ConfigError("resume", resume,
+                          f"{' '.join(mine)} does not fit the run in {run_dir} (made with "
+                          f"{' '.join(saved_overrides)}): {str(exc).splitlines()[0]}; only "
+                          f"{allowed} may change") from None
+    changed = differing_keys(saved, dcfg)
+    if changed:
+        shown = "; ".join(f"{k}: {OmegaConf.select(saved, k)} -> {OmegaConf.select(dcfg, k)}"
+                          for k in changed)
+        raise ConfigError("resume", resume,
+                          f"the run in {run_dir} was made with other settings ({shown}); "
+                          f"only {allowed} may change")
+    checkpoint = Checkpoints(run_dir).latest()
+    done = Checkpoints.load(checkpoint).round if checkpoint is not None else -1
+    if dcfg.num_rounds < done:
+        raise ConfigError("num_rounds", dcfg.num_rounds,
+                          f"must be >= {done}, the rounds the run in {run_dir} has done")
+    summary_file = run_dir / "summary.json"
+    complete = (summary_file.is_file() and done == dcfg.num_rounds
+                and bool(json.loads(summary_file.read_text()).get("complete")))
+    return Continuation(dcfg=dcfg, overrides=[*kept, *mine], checkpoint=checkpoint,
+                        complete=complete)

@@ -7,15 +7,24 @@ from __future__ import annotations
 import functools
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from flayer.catalog import METHODS
 from flayer.config import BackendConfig, Config, DatasetConfig, DeployBackendConfig, ModelConfig
 from flayer.data.partitioners import partition_schemas
 
 
+def run_folder(resume: str | None, new: str) -> str:
+    """hydra.run.dir: the folder named by `resume`, else a new one (`resume=auto` continues
+    whatever folder the run is given)."""
+    return new if resume in (None, "", "auto") else resume
+
+
 @functools.lru_cache(maxsize=1)
 def register_schemas() -> None:
-    """Once per process: store every schema under its group (`<option>_schema`)."""
+    """Once per process: store every schema under its group (`<option>_schema`), and the
+    resolver that makes `resume=RUN_DIR` the run's folder."""
+    OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)

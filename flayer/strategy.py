@@ -38,6 +38,7 @@ from flayer.pause import hold
 from flayer.results.record import ClientEval, RoundRecord
 from flayer.roster import Roster, Routing
 from flayer.seeding import rng_for
+from flayer.state.checkpoint import ServerState
 from flayer.upload import ReplyError, TensorSpec, UploadSpec, decode, reply_nbytes, spec_record
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,23 @@ class PflStrategy:
     def set_initial(self, model: nn.Module) -> None:
         self.global_arrays = self.initial_global(model)
 
-    def run(self, grid: Grid, on_round: RoundCallback | None = None) -> None:
-        """Round 0, then cfg.num_rounds training rounds; each finished round goes to
-        on_round."""
+    def server_state(self, server_round: int) -> ServerState:
+        """What the server holds after this round, for a checkpoint: the model version and
+        the global arrays (a method with more server-side state adds it)."""
+        return ServerState(round=server_round, version=self.version,
+                           arrays=dict(self.global_arrays), meta={})
+
+    def restore(self, state: ServerState) -> None:
+        """Continue from a checkpoint's server state."""
+        self.version = state.version
+        self.global_arrays = dict(state.arrays)
+
+    def run(self, grid: Grid, on_round: RoundCallback | None = None,
+            start_round: int = 0) -> None:
+        """Round 0 (unless continuing from a checkpoint), then the training rounds up to
+        cfg.num_rounds; each finished round goes to on_round."""
         self.roster.wait_for_nodes(grid)
-        for server_round in range(self.cfg.num_rounds + 1):
+        for server_round in range(start_round, self.cfg.num_rounds + 1):
             if server_round > 0:
                 hold(self.cfg.backend.pause_file, server_round)
             rec = self.play_round(grid, server_round)

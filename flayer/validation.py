@@ -31,6 +31,10 @@ def validate(cfg: Config) -> None:
 
         require(torch.cuda.is_available(), "device", cfg.device,
                  "CUDA is not available on this machine; use auto or cpu")
+    require(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every,
+            "must be >= 1 (rounds between checkpoints)")
+    require(cfg.checkpoint_keep >= 1, "checkpoint_keep", cfg.checkpoint_keep,
+            "must be >= 1 (checkpoints kept)")
     _check_backend(cfg)
     source = source_of(cfg)
     try:

@@ -24,6 +24,7 @@ from flayer.apps.client_app import Executor, NodeClient
 from flayer.apps.server_app import run_server
 from flayer.cohorts import ExecutorPool
 from flayer.config import Config
+from flayer.state.checkpoint import Checkpointing
 from flayer.state.store import ClientStore
 from flayer.strategy import PflStrategy, RoundCallback
 
@@ -107,8 +108,8 @@ class InProcessGrid(Grid):
 
 
 def run_in_process(cfg: Config, on_round: RoundCallback | None = None,
-                   grid: InProcessGrid | None = None, store: Path | None = None
-                   ) -> PflStrategy:
+                   grid: InProcessGrid | None = None, store: Path | None = None,
+                   checkpointing: Checkpointing | None = None) -> PflStrategy:
     """A whole run in this process (no Ray); every finished round goes to on_round. Give a
     grid, or a store folder for the simulation's layout (executors over that store)."""
     if grid is None:
@@ -117,4 +118,11 @@ def run_in_process(cfg: Config, on_round: RoundCallback | None = None,
         grid = InProcessGrid(cfg, store=store)
     act_as_server()
     routing = ExecutorPool.for_run(cfg) if grid.store is not None else None
-    return run_server(grid, cfg, on_round, routing)
+    return run_server(grid, cfg, on_round, routing, checkpointing)
+
+
+def engine(cfg: Config, on_round: RoundCallback, store: Path,
+           checkpointing: Checkpointing | None = None) -> None:
+    """`flayer.experiment.run`'s engine in this process: the simulation's layout, without
+    Ray (a whole run, checkpoints and resume included, in a debugger or a fast test)."""
+    run_in_process(cfg, on_round, store=store, checkpointing=checkpointing)

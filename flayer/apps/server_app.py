@@ -28,9 +28,11 @@ from flayer.data.source import DataSpec
 from flayer.errors import ConfigError, require
 from flayer.layers import LayerMap
 from flayer.method import build_model
+from flayer.results.record import RoundRecord
 from flayer.roster import Routing
 from flayer.rundir import check_free, record_run
 from flayer.runtime import set_threads, show_info_logs
+from flayer.state.checkpoint import Checkpointing
 from flayer.strategy import PflStrategy, RoundCallback
 from flayer.validation import validate
 
@@ -53,12 +55,25 @@ def build_strategy(cfg: Config, routing: Routing | None = None
 
 
 def run_server(grid: Grid, cfg: Config, on_round: RoundCallback | None = None,
-               routing: Routing | None = None) -> PflStrategy:
+               routing: Routing | None = None, checkpointing: Checkpointing | None = None
+               ) -> PflStrategy:
     """The round loop on this grid: a node per client, unless `routing` says otherwise (the
-    simulation's executor pool)."""
+    simulation's executor pool); with `checkpointing`, continuing from its server state and
+    writing a checkpoint after each round it asks for (once the round's rows are written)."""
     set_threads(int(cfg.backend.client_cpus))
     strategy, _ = build_strategy(cfg, routing)
-    strategy.run(grid, on_round)
+    start = 0
+    if checkpointing is not None and checkpointing.resume_from is not None:
+        strategy.restore(checkpointing.resume_from)
+        start = checkpointing.start_round()
+
+    def finished(rec: RoundRecord) -> None:
+        if on_round is not None:
+            on_round(rec)
+        if checkpointing is not None:
+            checkpointing.save(strategy.server_state(rec.round))
+
+    strategy.run(grid, finished, start)
     return strategy
 
 
@@ -101,8 +116,8 @@ def run_deployed(grid: Grid, context: Context) -> Path:
     return run_dir
 
 
-def make_server_app(cfg: Config | None = None, on_round: RoundCallback | None = None
-                    ) -> ServerApp:
+def make_server_app(cfg: Config | None = None, on_round: RoundCallback | None = None,
+                    checkpointing: Checkpointing | None = None) -> ServerApp:
     """The ServerApp: bound to a composed config, the simulation's (its nodes are executors
     serving cohorts), else composing its config from the run config (deployment)."""
     server_app = ServerApp()
@@ -113,7 +128,7 @@ def make_server_app(cfg: Config | None = None, on_round: RoundCallback | None = 
             show_info_logs()
             run_deployed(grid, context)
         else:
-            run_server(grid, cfg, on_round, ExecutorPool.for_run(cfg))
+            run_server(grid, cfg, on_round, ExecutorPool.for_run(cfg), checkpointing)
 
     return server_app
 

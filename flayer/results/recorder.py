@@ -4,7 +4,9 @@ and accuracy.png. Rows are flushed each round so an interrupted run keeps what i
 from __future__ import annotations
 
 import csv
+import io
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -61,27 +63,49 @@ class RunRecorder:
     """Receives one RoundRecord per round and keeps the run directory up to date."""
 
     def __init__(self, run_dir: Path, info: dict[str, Any], num_rounds: int,
-                 progress: bool = True, train_metrics: tuple[str, ...] = ()) -> None:
+                 progress: bool = True, train_metrics: tuple[str, ...] = (),
+                 keep_rounds: int | None = None) -> None:
+        """A new run's files; with `keep_rounds` a continued run's, its rows up to that
+        round kept (and every later row, from a round that did not finish, dropped)."""
         self.run_dir = run_dir
         self.info = info
         self.num_rounds = num_rounds
         self.rows: list[dict[str, Any]] = []
         self.started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._closed = False
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
-        self._clients = open(run_dir / "clients.csv", "w", newline="")  # noqa: SIM115
         columns = METRIC_COLUMNS + [column_name(m) for m in train_metrics]
+        client_columns: list[str] | None = None
+        if keep_rounds is not None:
+            self.rows = [_parsed(r) for r in _kept_rows(run_dir / "metrics.csv", keep_rounds)]
+            client_columns = _keep_clients(run_dir / "clients.csv", keep_rounds)
+        self._metrics = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
+        self._clients = open(run_dir / "clients.csv", "a" if client_columns else "w",  # noqa: SIM115
+                             newline="")
         self._mw = csv.DictWriter(self._metrics, fieldnames=columns, restval="")
-        self._cw: csv.DictWriter | None = None  # its columns are known at the first evaluation
         self._mw.writeheader()
+        self._mw.writerows(self.rows)
+        self._metrics.flush()
+        # clients.csv's columns are known at the first evaluation (or from the kept file)
+        self._cw: csv.DictWriter | None = None
+        if client_columns:
+            self._cw = csv.DictWriter(self._clients, fieldnames=client_columns, restval="",
+                                      extrasaction="ignore")
         self._bar = None
         if progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=num_rounds, desc=str(info.get("method", "run")),
-                             unit="round", dynamic_ncols=True)
+                             unit="round", dynamic_ncols=True,
+                             initial=max(0, keep_rounds or 0))
 
     def __call__(self, rec: RoundRecord) -> None:
+        with self._lock:
+            if not self._closed:  # a round that finishes while the run is being stopped
+                self._record(rec)
+
+    def _record(self, rec: RoundRecord) -> None:
         row = round_metrics(rec)
         self.rows.append(row)
         self._mw.writerow(row)
@@ -112,6 +136,8 @@ class RunRecorder:
 
     def finish(self) -> dict[str, Any]:
         """Close the files, write summary.json and accuracy.png; returns the summary."""
+        with self._lock:
+            self._closed = True
         self._client_writer([])
         if self._bar is not None:
             self._bar.close()
@@ -126,6 +152,53 @@ class RunRecorder:
                  f"({i.get('alpha')}) · {i.get('num_clients')} clients · seed {i.get('seed')}")
         plot_run(self.rows, self.run_dir / "accuracy.png", title)
         return summary
+
+
+def _kept_rows(file: Path, last_round: int) -> list[dict[str, str]]:
+    if not file.is_file():
+        return []
+    with open(file, newline="") as f:
+        return [r for r in csv.DictReader(f) if _round_of(r.get("round")) <= last_round]
+
+
+def _round_of(value: str | None) -> float:
+    try:
+        return int(value or "")
+    except ValueError:  # a line cut short by a crash
+        return float("inf")
+
+
+def _parsed(row: dict[str, str]) -> dict[str, Any]:
+    """A metrics.csv row as the recorder made it: numbers as numbers, "" as ""."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v is None or v == "":
+            out[k] = ""
+            continue
+        try:
+            out[k] = int(v)
+        except ValueError:
+            out[k] = float(v)
+    return out
+
+
+def _keep_clients(file: Path, last_round: int) -> list[str] | None:
+    """Rewrite clients.csv with its rows up to last_round; returns its columns (None when it
+    has no header yet)."""
+    if not file.is_file():
+        return None
+    with open(file, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        rows = [r for r in reader if _round_of(r.get("round")) <= last_round]
+    if not columns:
+        return None
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    file.write_text(out.getvalue())
+    return columns
 
 
 def summarize(rows: list[dict[str, Any]], info: dict[str, Any], wall: float) -> dict[str, Any]:
