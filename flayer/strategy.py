@@ -72,6 +72,9 @@ class PflStrategy:
         self.train_metrics = train_metrics  # the method's extra train metrics, by name
         self.version = 0  # successful aggregations so far
         self.global_arrays: dict[str, np.ndarray] = {}  # what the server holds and sends
+        # instructions every message carries beyond the round's own (the run folder's key
+        # and its newest checkpoint, for SuperNodes that keep their state on disk)
+        self.run_instructions: dict[str, int | str] = {}
         # which node serves which client: a node per client unless given (simulation)
         self.roster: Routing = routing or Roster(cfg.num_clients, cfg.backend)
 
@@ -156,6 +159,7 @@ class PflStrategy:
         out = []
         for node, cohort in self.roster.route(partition_ids, kind).items():
             content = RecordDict({keys.ARRAYS: record, keys.CONFIG: ConfigRecord({
+                **self.run_instructions,
                 keys.SERVER_ROUND: server_round, keys.MODEL_VERSION: self.version,
                 keys.COHORT: cohort, keys.DO_EVALUATE: [p for p in cohort if p in evaluate],
                 **config})})

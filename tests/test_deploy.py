@@ -15,8 +15,8 @@ from flayer.data.federated import dataset
 from flayer.deploy.local import LocalDeployment, find_run_dir, free_port
 from flayer.deploy.processes import members, running
 from flayer.deploy.security import make_node_key
-from flayer.state.personal import load_state, state_hash
-from flayer.state.store import state_file
+from flayer.state.personal import state_hash
+from flayer.state.store import NodeStates, run_key
 from tests import hubdata
 from tests.helpers import ROOT, make_config, small_data_tuning, write_fake_fmnist
 from tests.test_node_data import write_pfllib_client
@@ -96,10 +96,6 @@ def by_round(rows: list[dict]) -> dict[int, dict[int, dict]]:
     return table
 
 
-def run_id_of(run_dir: Path) -> int:
-    return int(run_dir.name.rsplit("-run", 1)[1])
-
-
 def test_three_supernodes_keep_personal_state_across_rounds_and_a_restart(
         deploy, common, tmp_path):
     """FLAYER, 3 SuperNodes, 2 rounds; SuperNode 2 is restarted between rounds 1 and 2."""
@@ -110,8 +106,7 @@ def test_three_supernodes_keep_personal_state_across_rounds_and_a_restart(
     run_dir = wait_for(lambda: find_run_dir(out), what="the run directory", run=run)
     wait_for(lambda: rounds_done(run_dir, 1, 3), what="round 1", run=run)
     wait_for(lambda: "holding before round 2" in run.log_text(), what="the hold", run=run)
-    file = state_file(str(d.nodes[2].state_dir), run_id_of(run_dir), 2)
-    saved = load_state(file)
+    saved = NodeStates(str(d.nodes[2].state_dir), run_key(run_dir), 2).latest()
     round1 = by_round(client_rows(run_dir))[1]
     assert float(round1[2]["state-hash"]) == state_hash(saved.arrays)  # on disk: as reported
     assert saved.meta["a_k"] == pytest.approx(float(round1[2]["accuracy"]))
@@ -138,7 +133,7 @@ def test_three_supernodes_keep_personal_state_across_rounds_and_a_restart(
         assert float(rows[2][k]["mixed-a"]) == pytest.approx(float(rows[1][k]["accuracy"]))
         hashes = [float(rows[r][k]["state-hash"]) for r in range(3)]
         assert len(set(hashes)) == 3  # the personal state changed every round
-        final = load_state(state_file(str(d.nodes[k].state_dir), outcome.run_id, k))
+        final = NodeStates(str(d.nodes[k].state_dir), run_key(run_dir), k).latest()
         assert state_hash(final.arrays) == hashes[2]
 
 

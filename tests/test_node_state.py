@@ -8,7 +8,7 @@ from flwr.app import Context, RecordDict
 
 from flayer.apps.client_app import partition_of
 from flayer.state.personal import Personal, load_state, save_state, state_hash
-from flayer.state.store import state_file
+from flayer.state.store import NodeStates
 from tests.localgrid import LocalGrid, run_local
 
 
@@ -16,8 +16,7 @@ def test_state_file_round_trip_is_exact(tmp_path):
     arrays = {"model/fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
               "ala-w/x": np.array([0.5]), "mask": np.array([1, 0], dtype=np.uint8)}
     meta = {"a_k": 0.25, "rates": [0.1, 0.2], "joined": True}
-    file = state_file(str(tmp_path), 42, 7)
-    assert file == tmp_path / "run-42" / "partition-7.npz"
+    file = tmp_path / "s" / "partition-7.npz"
     save_state(file, Personal(arrays=arrays, meta=meta, version=3))
     saved = load_state(file)
     loaded = saved.arrays
@@ -27,7 +26,22 @@ def test_state_file_round_trip_is_exact(tmp_path):
         assert loaded[k].dtype == v.dtype and np.array_equal(loaded[k], v)
     assert state_hash(loaded) == state_hash(arrays)
     assert [p.name for p in file.parent.iterdir()] == ["partition-7.npz"]  # no temp files
-    assert load_state(state_file(str(tmp_path), 43, 7)) is None  # another run: nothing
+    assert load_state(tmp_path / "s" / "partition-8.npz") is None
+
+
+def test_a_node_restores_the_newest_state_written_before_the_message(tmp_path):
+    disk = NodeStates(str(tmp_path), "run-a", 3)
+    for stamp in [(0, 1), (1, 0), (1, 1), (2, 0)]:
+        disk.save(stamp, Personal(version=stamp[0], meta={"at": list(stamp)}),
+                  checkpoint_round=-1)
+    assert disk.before((2, 1)).meta["at"] == [2, 0]  # restarted mid-round: its last state
+    # a run continued after the checkpoint of round 1: round 2's state is passed over
+    assert disk.before((2, 0)).meta["at"] == [1, 1]
+    assert disk.before((0, 1)) is None
+    assert NodeStates(str(tmp_path), "run-b", 3).latest() is None  # another run: nothing
+    # with a checkpoint of round 1, what came before round 1's last state is gone
+    disk.save((3, 0), Personal(version=3), checkpoint_round=1)
+    assert disk.stamps() == [(1, 1), (2, 0), (3, 0)]
 
 
 def test_state_hash_sees_every_value_and_name():
@@ -62,7 +76,7 @@ def test_evaluation_reports_version_and_state_hash_and_the_state_dir_holds_it(sm
         for c in rec.clients:
             assert c.extra["init-version"] == rec.model_version
     for k in range(3):
-        saved = load_state(state_file(str(tmp_path), 1, k))
+        saved = NodeStates(str(tmp_path), "run-1", k).latest()  # keyed by the run id here
         assert saved is not None
         last = next(c for c in records[-1].clients if c.partition_id == k)
         assert last.extra["state-hash"] > 0

@@ -148,3 +148,28 @@ def test_resume_auto_starts_a_fresh_folder(tmp_path, overrides):
     args = overrides("num_rounds=1", "resume=auto")
     summary = run(compose_dict(args), tmp_path / "job", args, engine=inprocess.engine)
     assert summary["complete"] and summary["rounds_completed"] == 1
+
+
+def test_supernodes_continue_from_their_state_dir_by_the_run_folder(tmp_path, overrides):
+    """The deployment's layout (a node per client, state in its memory and its state-dir):
+    a continued run has new nodes with empty memory, which find their client's state of the
+    checkpoint on disk, under the run folder's key, passing over what the unfinished round
+    wrote."""
+    def nodes(state_dir: Path, stop_after: int | None = None):
+        def engine(cfg, on_round, store, checkpointing):
+            def finished(rec):
+                on_round(rec)
+                if rec.round == stop_after:
+                    raise Stopped(15)
+            grid = inprocess.InProcessGrid(cfg, {"state-dir": str(state_dir)})
+            inprocess.run_in_process(cfg, finished, grid, checkpointing=checkpointing)
+        return engine
+
+    args = overrides("strategy=flayer", "num_rounds=4")
+    run(compose_dict(args), tmp_path / "straight", args, engine=nodes(tmp_path / "d1"))
+    with pytest.raises(Stopped):
+        run(compose_dict(args), tmp_path / "stopped", args,
+            engine=nodes(tmp_path / "d2", stop_after=2))
+    resume = [f"resume={tmp_path / 'stopped'}"]
+    run(compose_dict(resume), tmp_path / "stopped", resume, engine=nodes(tmp_path / "d2"))
+    same_results(tmp_path / "straight", tmp_path / "stopped")

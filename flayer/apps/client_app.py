@@ -3,8 +3,8 @@
 - **A SuperNode** (`flwr run` on real machines) is one client. Its node config says which
   (`partition-id`, checked against the run's `num_clients` when `num-partitions` is given),
   where its data comes from (a partition of the run's dataset, or its own folder `data-dir`)
-  and where it keeps a copy of its personal state (`state-dir`). It keeps that state in its
-  memory between messages and replies with its own upload.
+  and where it keeps copies of its personal state (`state-dir`, per run folder). It keeps
+  that state in its memory between messages and replies with its own upload.
 - **A simulated executor** serves any client: each message names a cohort, the executor
   serves its clients one after another with one reused model, reads and writes their state in
   the run's client state store, and replies with the weighted sum of their uploads (each
@@ -33,8 +33,8 @@ from flayer.config import Config
 from flayer.data.federated import ClientData, load_client
 from flayer.data.node import load_node_data
 from flayer.runtime import set_threads, show_info_logs
-from flayer.state.personal import Personal, load_state, save_state
-from flayer.state.store import ClientStore, state_file
+from flayer.state.personal import Personal
+from flayer.state.store import ClientStore, NodeStates, Stamp
 from flayer.upload import ReplyError, checked, encode, spec_of
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,16 @@ class NodeClient:
                              f"{self.partition_id}")
         return instructions
 
-    def restore(self) -> Personal:
+    def disk(self, instructions: dict) -> NodeStates | None:
+        """The node's copies of its client's state for this run (with a state-dir), found by
+        the run folder's key (by Flower's run id where the server names none)."""
+        state_dir = self.context.node_config.get(keys.NODE_STATE_DIR)
+        if not state_dir:
+            return None
+        key = str(instructions.get(keys.RUN_KEY) or f"run-{self.context.run_id}")
+        return NodeStates(str(state_dir), key, self.partition_id)
+
+    def restore(self, instructions: dict, stamp: Stamp) -> Personal:
         """The personal state from this node's memory, else from its state directory."""
         state = self.context.state
         if keys.STATE_ARRAYS in state:
@@ -113,31 +122,30 @@ class NodeClient:
                 meta=dict(state[keys.STATE_META]) if keys.STATE_META in state else {},
                 version=int(app[keys.STATE_VERSION]) if keys.STATE_VERSION in app else None,
             )
-        state_dir = self.context.node_config.get(keys.NODE_STATE_DIR)
-        if not state_dir:
-            return Personal()
-        file = state_file(str(state_dir), self.context.run_id, self.partition_id)
-        saved = load_state(file)
+        disk = self.disk(instructions)
+        saved = disk.before(stamp) if disk is not None else None
         if saved is None:
             return Personal()
-        log.info("partition %d: personal state restored from %s", self.partition_id, file)
+        log.info("partition %d: personal state restored from %s", self.partition_id,
+                 disk.folder)
         return saved
 
-    def keep(self, personal: Personal) -> None:
+    def keep(self, personal: Personal, instructions: dict, stamp: Stamp) -> None:
         """Keep the state in the node's memory and, with a state-dir, on its disk."""
         self.context.state[keys.STATE_ARRAYS] = ArrayRecord(
             {k: _to_array(v) for k, v in personal.arrays.items()})
         self.context.state[keys.STATE_META] = ConfigRecord(personal.meta)
         self.context.state[keys.STATE_APP] = ConfigRecord({keys.STATE_VERSION: personal.version})
-        state_dir = self.context.node_config.get(keys.NODE_STATE_DIR)
-        if state_dir:
-            save_state(state_file(str(state_dir), self.context.run_id, self.partition_id),
-                       personal)
+        disk = self.disk(instructions)
+        if disk is not None:
+            disk.save(stamp, personal, int(instructions.get(keys.CHECKPOINT_ROUND, -1)))
 
     def train(self, msg: Message) -> Message:
         instructions = self.check_cohort(msg)
-        done = self.runner.train(self.partition_id, instructions, self.restore(), global_of(msg))
-        self.keep(done.state)
+        stamp = (int(instructions[keys.SERVER_ROUND]), 0)
+        done = self.runner.train(self.partition_id, instructions,
+                                 self.restore(instructions, stamp), global_of(msg))
+        self.keep(done.state, instructions, stamp)
         content = RecordDict({**encode(done.result.upload),
                               keys.client_record(self.partition_id): MetricRecord(done.metrics)})
         return Message(content=content, reply_to=msg)
@@ -145,9 +153,11 @@ class NodeClient:
     def evaluate(self, msg: Message) -> Message:
         instructions = self.check_cohort(msg)
         do_evaluate = self.partition_id in instructions.get(keys.DO_EVALUATE, [])
-        done = self.runner.evaluate(self.partition_id, instructions, self.restore(),
-                                    global_of(msg), do_evaluate)
-        self.keep(done.state)
+        stamp = (int(instructions[keys.SERVER_ROUND]), 1)
+        done = self.runner.evaluate(self.partition_id, instructions,
+                                    self.restore(instructions, stamp), global_of(msg),
+                                    do_evaluate)
+        self.keep(done.state, instructions, stamp)
         content = RecordDict({keys.client_record(self.partition_id): MetricRecord(done.metrics)})
         return Message(content=content, reply_to=msg)
 

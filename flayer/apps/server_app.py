@@ -30,9 +30,9 @@ from flayer.layers import LayerMap
 from flayer.method import build_model
 from flayer.results.record import RoundRecord
 from flayer.roster import Routing
-from flayer.rundir import check_free, record_run
+from flayer.rundir import check_free, open_continuation, record_run
 from flayer.runtime import set_threads, show_info_logs
-from flayer.state.checkpoint import Checkpointing
+from flayer.state.checkpoint import Checkpointing, Checkpoints
 from flayer.strategy import PflStrategy, RoundCallback
 from flayer.validation import validate
 
@@ -63,15 +63,19 @@ def run_server(grid: Grid, cfg: Config, on_round: RoundCallback | None = None,
     set_threads(int(cfg.backend.client_cpus))
     strategy, _ = build_strategy(cfg, routing)
     start = 0
-    if checkpointing is not None and checkpointing.resume_from is not None:
-        strategy.restore(checkpointing.resume_from)
-        start = checkpointing.start_round()
+    if checkpointing is not None:
+        strategy.run_instructions[keys.RUN_KEY] = checkpointing.run_key
+        strategy.run_instructions[keys.CHECKPOINT_ROUND] = checkpointing.last_round
+        if checkpointing.resume_from is not None:
+            strategy.restore(checkpointing.resume_from)
+            start = checkpointing.start_round()
 
     def finished(rec: RoundRecord) -> None:
         if on_round is not None:
             on_round(rec)
         if checkpointing is not None:
             checkpointing.save(strategy.server_state(rec.round))
+            strategy.run_instructions[keys.CHECKPOINT_ROUND] = checkpointing.last_round
 
     strategy.run(grid, finished, start)
     return strategy
@@ -101,17 +105,41 @@ def check_deployed(dcfg: DictConfig, run_dir: Path) -> Config:
 
 def run_deployed(grid: Grid, context: Context) -> Path:
     """Under `flwr run`: compose the config from the run config, check it, and write a run
-    directory under the run config's output directory (on the host running the ServerApp)."""
-    overrides = deployed_overrides(str(context.run_config.get(keys.RUN_OVERRIDES, "")))
-    dcfg = compose_dict(shlex.split(overrides))
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    out = Path(str(context.run_config.get(keys.RUN_OUTPUT_DIR, "outputs/deploy")))
-    out = out.expanduser().resolve()
-    run_dir = out / f"{stamp}-{dcfg.strategy.name}-run{context.run_id}"
-    cfg = check_deployed(dcfg, run_dir)
+    directory under the run config's output directory (on the host running the ServerApp);
+    with `resume=RUN_DIR` in the overrides, continue that run folder from its checkpoint
+    (its SuperNodes find their state by the folder's key)."""
+    overrides = shlex.split(deployed_overrides(str(context.run_config.get(keys.RUN_OVERRIDES,
+                                                                           ""))))
+    dcfg = compose_dict(overrides)
+    going_on = None
+    if dcfg.resume is not None:
+        if dcfg.resume == "auto":
+            raise ConfigError("resume", "auto", "under flwr run, name the run folder to "
+                              "continue: resume=RUN_DIR (on the SuperLink host)")
+        run_dir = Path(str(dcfg.resume)).expanduser().resolve()
+        going_on = open_continuation(run_dir, str(dcfg.resume), overrides, compose_dict)
+        assert going_on is not None
+        if going_on.complete:
+            log.info("the run in %s is complete; nothing to do", run_dir)
+            return run_dir
+        dcfg, overrides = going_on.dcfg, going_on.overrides
+        cfg = to_config(dcfg)
+    else:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        out = Path(str(context.run_config.get(keys.RUN_OUTPUT_DIR, "outputs/deploy")))
+        out = out.expanduser().resolve()
+        run_dir = out / f"{stamp}-{dcfg.strategy.name}-run{context.run_id}"
+        cfg = check_deployed(dcfg, run_dir)
+    resume_from = None
+    if going_on is not None and going_on.checkpoint is not None:
+        resume_from = Checkpoints.load(going_on.checkpoint)
+    checkpointing = Checkpointing(Checkpoints(run_dir, cfg.checkpoint_keep), cfg.checkpoint_every,
+                                  cfg.num_rounds, None, resume_from)
     log.info("run %s writes to %s", context.run_id, run_dir)
-    record_run(run_dir, dcfg, cfg, lambda on_round: run_server(grid, cfg, on_round),
-               progress=False)
+    record_run(run_dir, dcfg, cfg,
+               lambda on_round: run_server(grid, cfg, on_round, checkpointing=checkpointing),
+               progress=False, overrides=overrides,
+               resume_round=None if going_on is None else checkpointing.start_round() - 1)
     log.info("results in %s", run_dir)
     return run_dir
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from flayer.atomic import write_atomic
-from flayer.state.store import ClientStore
+from flayer.state.store import ClientStore, run_key
 
 FOLDER = "checkpoints"
 LATEST = "LATEST"
@@ -140,6 +140,12 @@ class Checkpointing:
         self.num_rounds = num_rounds
         self.store = store
         self.resume_from = resume_from
+        self.last_round = -1 if resume_from is None else resume_from.round  # newest saved
+
+    @property
+    def run_key(self) -> str:
+        """The run folder's key (SuperNodes keep their state under it)."""
+        return run_key(self.checkpoints.root.parent)
 
     def start_round(self) -> int:
         return 0 if self.resume_from is None else self.resume_from.round + 1
@@ -150,3 +156,4 @@ class Checkpointing:
     def save(self, state: ServerState) -> None:
         if self.due(state.round):
             self.checkpoints.save(state, self.store)
+            self.last_round = state.round

@@ -6,8 +6,9 @@
   process holds the personal state of clients it is not serving, and a later process (a
   resumed run) finds it by the run folder alone.
 - Deployment: a SuperNode keeps its client's state in its memory (Flower's `context.state`)
-  and, with node config `state-dir`, a copy on its disk (`state_file`), so that a restarted
-  SuperNode keeps what its client learned.
+  and, with node config `state-dir`, copies on its disk (`NodeStates`), so that a restarted
+  SuperNode keeps what its client learned and a run continued from a checkpoint finds the
+  state its client had at that checkpoint.
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ STORE_FOLDER = "state"  # inside the run folder, without backend.state_dir
 _PATTERN = "client-*.npz"
 
 
-def store_root(run_dir: Path, state_dir: str | None) -> Path:
-    """The run's store: inside its folder, or under state_dir in a folder named after the run
-    folder (its name and a hash of its absolute path, so two runs never share one)."""
+def run_key(run_dir: Path) -> str:
+    """A run folder's key: its name and a hash of its absolute path (two runs never share
+    one, and a later process finds it from the folder alone)."""
     run_dir = Path(run_dir).expanduser().resolve()
+    return f"{run_dir.name}-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]}"
+
+
+def store_root(run_dir: Path, state_dir: str | None) -> Path:
+    """The run's store: inside its folder, or under state_dir in a folder named by the run
+    folder's key."""
     if not state_dir:
-        return run_dir / STORE_FOLDER
-    tag = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
-    return Path(os.path.expanduser(state_dir)).resolve() / f"{run_dir.name}-{tag}"
+        return Path(run_dir).expanduser().resolve() / STORE_FOLDER
+    return Path(os.path.expanduser(state_dir)).resolve() / run_key(run_dir)
 
 
 class ClientStore:
@@ -61,6 +67,48 @@ class ClientStore:
             else 0
 
 
-def state_file(state_dir: str, run_id: int, partition_id: int) -> Path:
-    """A SuperNode's copy of its client's state (node config `state-dir`), per Flower run."""
-    return Path(os.path.expanduser(state_dir)) / f"run-{run_id}" / f"partition-{partition_id}.npz"
+Stamp = tuple[int, int]  # (server round, 0 for a train message / 1 for an evaluate message)
+
+
+class NodeStates:
+    """A SuperNode's copies of its client's state (node config `state-dir`) for one run:
+    `<state-dir>/<run key>/partition-<id>/<round>-<0|1>.npz`, one per message it served.
+
+    A node that lost its memory (restarted, or the run continued by a new Flower run) restores
+    the newest state written before the message it serves: after a restart that is its last
+    one; in a run continued from the checkpoint of round r, states written after r (by the
+    round that did not finish) come later than the message and are passed over. States older
+    than the one the newest checkpoint needs are removed."""
+
+    def __init__(self, state_dir: str, key: str, partition_id: int) -> None:
+        self.folder = Path(os.path.expanduser(state_dir)) / key / f"partition-{partition_id}"
+
+    def file(self, stamp: Stamp) -> Path:
+        return self.folder / f"{stamp[0]:06d}-{stamp[1]}.npz"
+
+    def stamps(self) -> list[Stamp]:
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for f in self.folder.glob("*-*.npz"):
+            r, k = f.stem.split("-")
+            out.append((int(r), int(k)))
+        return sorted(out)
+
+    def before(self, stamp: Stamp) -> Personal | None:
+        """The newest state written before the message stamped `stamp`."""
+        earlier = [s for s in self.stamps() if s < stamp]
+        return load_state(self.file(earlier[-1])) if earlier else None
+
+    def latest(self) -> Personal | None:
+        stamps = self.stamps()
+        return load_state(self.file(stamps[-1])) if stamps else None
+
+    def save(self, stamp: Stamp, state: Personal, checkpoint_round: int) -> None:
+        """Write this message's state (durably), then drop what no resume can need: states
+        older than the newest one written up to the last checkpoint."""
+        save_state(self.file(stamp), state)
+        stamps = self.stamps()
+        needed = [s for s in stamps if s[0] <= checkpoint_round]
+        for old in stamps[: stamps.index(needed[-1])] if needed else []:
+            self.file(old).unlink(missing_ok=True)
