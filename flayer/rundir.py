@@ -27,8 +27,10 @@ from flayer.state.checkpoint import Checkpoints
 
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"  # the overrides the config was composed from
-# what a continued run may set differently from the saved config
-CONTINUE_KEYS = ("num_rounds", "resume", "progress", "checkpoint_every", "checkpoint_keep")
+# what a continued run may set differently from the saved config: the rounds, and what only
+# controls the run's course (progress bar, checkpoints, the pause file), never its numbers
+CONTINUE_KEYS = ("num_rounds", "resume", "progress", "checkpoint_every", "checkpoint_keep",
+                 "backend.pause_file")
 
 RoundSink = Callable[[RoundRecord], None]
 

@@ -92,7 +92,7 @@ def test_a_run_killed_in_round_3_continues_to_the_uninterrupted_numbers(tmp_path
         procs.stop(proc, kill=True)  # ... and the run is killed: no summary, no goodbye
     assert not (run_dir / "summary.json").exists()
     assert Checkpoints.load(Checkpoints(run_dir).latest()).round == 2
-    run_py(f"resume={run_dir}", f"backend.pause_file={tmp_path / 'none'}")
+    run_py(f"resume={run_dir}")  # the pause file is gone: no hold
     assert rows(run_dir) == rows(tmp_path / "straight")
 
 
