@@ -42,6 +42,8 @@ def run(dcfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
     `engine` runs the rounds (the Ray simulation, or `flayer.apps.inprocess.engine`)."""
     overrides = list(overrides)
     going_on = None
+    if dcfg.resume not in (None, "auto"):
+        run_dir = Path(str(dcfg.resume)).expanduser()  # the folder to continue is the run's
     if dcfg.resume is not None:
         going_on = open_continuation(run_dir, str(dcfg.resume), overrides, compose_dict)
     if going_on is None:

@@ -207,7 +207,10 @@ class PflStrategy:
                     continue
                 rec.upload_bytes += sum(int(m.get(keys.UPLOAD_BYTES, 0))
                                         for m in clients.values())
-                if clients and set(clients) <= expected:
+                if not set(clients) <= expected:
+                    log.warning("round %d: rejected an executor's sum for partitions %s, not "
+                                "asked", server_round, sorted(set(clients) - expected))
+                elif clients:
                     parts.append((min(clients), part))
                     out.clients.update(clients)
                 continue

@@ -36,6 +36,8 @@ def base(fake_fmnist, cache_dir, tmp_path):
         ("device=tpu", "device"),
         ("backend.executors=0", "backend.executors"),
         ("backend.state_dir=' '", "backend.state_dir"),
+        ("checkpoint_every=0", "checkpoint_every"),
+        ("checkpoint_keep=0", "checkpoint_keep"),
     ],
 )
 def test_bad_setting_is_named_with_its_value(fake_fmnist, cache_dir, override, setting):
@@ -100,3 +102,10 @@ def test_a_run_directory_with_results_is_refused_and_kept(base, tmp_path):
     assert "already holds results" in out.stderr
     assert (run_dir / "metrics.csv").read_text() == "round\n0\n"
     assert (run_dir / "config.yaml").read_text() == "old: config\n"
+
+
+def test_resuming_a_folder_that_is_not_a_run_exits_2(base, tmp_path):
+    out = run_py(*base, f"resume={tmp_path / 'nowhere'}")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "bad setting resume=" in out.stderr
+    assert f"{tmp_path / 'nowhere'} does not exist" in out.stderr

@@ -183,3 +183,43 @@ def test_hold_waits_until_the_pause_file_goes(tmp_path):
     released = time.monotonic()
     remover.join()
     assert removed_at and released >= removed_at[0]
+
+
+def executor_reply(node: int, clients: dict[int, tuple[dict, int]], shape_of=None) -> Message:
+    """An executor's reply: the weighted sum of its clients' uploads and a record each."""
+    from flwr.app import Array, ArrayRecord
+
+    from flayer.aggregation import Contribution, WeightedSum
+
+    total = WeightedSum.of(Contribution(n, arrays) for arrays, n in clients.values())
+    num = {k: Array(np.ascontiguousarray(v if shape_of is None else np.zeros(shape_of)))
+           for k, v, _ in total.items()}
+    den = {k: Array(np.ascontiguousarray(np.atleast_1d(d))) for k, _, d in total.items()}
+    content = RecordDict({keys.SUM_NUM: ArrayRecord(num), keys.SUM_DEN: ArrayRecord(den)})
+    for pid, (arrays, n) in clients.items():
+        content[keys.client_record(pid)] = MetricRecord({
+            keys.PARTITION_ID: pid, keys.NUM_EXAMPLES: n, keys.TRAIN_LOSS: 1.0,
+            keys.UPLOAD_BYTES: sum(v.nbytes for v in arrays.values())})
+    return reply(node, content)
+
+
+def test_executor_sums_combine_into_the_weighted_mean_of_all_clients():
+    strategy, initial, rec = strategy_for("fedavg")
+    a = executor_reply(7, {0: (scaled(initial, 1.0), 10), 2: (scaled(initial, 3.0), 30)})
+    b = executor_reply(8, {1: (scaled(initial, 5.0), 20)})
+    assert strategy.aggregate_train(1, [b, a], rec)
+    for value in strategy.global_arrays.values():
+        np.testing.assert_allclose(value, (10 * 1 + 30 * 3 + 20 * 5) / 60, rtol=1e-6)
+    assert rec.trained == 3 and rec.failures == 0
+    assert rec.upload_bytes == 3 * sum(v.nbytes for v in initial.values())
+
+
+def test_a_malformed_executor_sum_fails_its_whole_cohort():
+    strategy, initial, rec = strategy_for("fedavg")
+    good = executor_reply(7, {0: (scaled(initial, 1.0), 10)})
+    bad = executor_reply(8, {1: (scaled(initial, 5.0), 20), 2: (scaled(initial, 5.0), 20)},
+                         shape_of=(3,))
+    assert strategy.aggregate_train(1, [good, bad], rec)
+    for value in strategy.global_arrays.values():
+        np.testing.assert_allclose(value, 1.0)
+    assert rec.trained == 1 and rec.failures == 2
