@@ -98,6 +98,7 @@ def test_a_run_killed_in_round_3_continues_to_the_uninterrupted_numbers(tmp_path
 
 def test_a_sweep_continued_with_auto_skips_finished_jobs(tmp_path, base):
     sweep = tmp_path / "sweep"
+    base = [o for o in base if not o.startswith("strategy.c=")]  # FLAYER's setting
     run_py("-m", *base, "strategy=fedavg,fedper", "num_rounds=1", f"hydra.sweep.dir={sweep}")
     done = sweep / "0-fedavg" / "metrics.csv"
     before = done.read_text()
