@@ -43,7 +43,7 @@ def main() -> None:
         points = Checkpoints(run_dir)
         state = Checkpoints.load(points.latest())
         store = ClientStore(store_root(run_dir, dcfg.backend.state_dir))
-        files = len(list(store.root.glob("client-*.npz")))
+        files = len(store.files())
         seconds = []
         for k in range(args.repeats):
             again = ServerState(round=state.round + 1 + k, version=state.version,

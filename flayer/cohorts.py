@@ -17,6 +17,7 @@ from flwr.app import MessageType
 from flwr.serverapp import Grid
 
 from flayer.config import Config
+from flayer.data.federated import client_sizes
 
 # A client's fixed cost in sample units (restoring its state, setting up the model), so that
 # many tiny clients are spread as evenly as a few big ones.
@@ -45,8 +46,6 @@ class ExecutorPool:
 
     @classmethod
     def for_run(cls, cfg: Config) -> ExecutorPool:
-        from flayer.data.federated import client_sizes
-
         return cls(client_sizes(cfg))
 
     @property

@@ -197,7 +197,7 @@ class PflStrategy:
                 log.warning("round %d: reply error: %s", server_round, msg.error.reason)
                 continue
             content = msg.content
-            _log_failures(server_round, content, rec)
+            _count_failures(server_round, content, rec)
             clients = _client_records(content)
             if keys.SUM_NUM in content.array_records:  # an executor's sum over its cohort
                 try:
@@ -298,7 +298,7 @@ class PflStrategy:
             if msg.has_error():
                 log.warning("round %d: evaluate reply error: %s", server_round, msg.error.reason)
                 continue
-            _log_failures(server_round, msg.content, rec)
+            _count_failures(server_round, msg.content, rec)
             for pid, m in _client_records(msg.content).items():
                 try:
                     if int(m[keys.EVALUATED]):
@@ -326,7 +326,8 @@ def _client_records(content: RecordDict) -> dict[int, dict]:
     return out
 
 
-def _log_failures(server_round: int, content: RecordDict, rec: RoundRecord) -> None:
+def _count_failures(server_round: int, content: RecordDict, rec: RoundRecord) -> None:
+    """Log each client a reply reports failed, and count the bytes its upload held."""
     for name, record in content.config_records.items():
         if name.startswith(keys.FAILED_PREFIX):
             rec.upload_bytes += int(record.get(keys.UPLOAD_BYTES, 0))

@@ -91,9 +91,8 @@ class Checkpoints:
         if store is not None:
             clients = tmp / CLIENTS
             clients.mkdir()
-            if store.root.is_dir():
-                for file in sorted(store.root.glob("client-*.npz")):
-                    _link_or_copy(file, clients / file.name)
+            for file in store.files():
+                _link_or_copy(file, clients / file.name)
         _fsync_dir(tmp)
         shutil.rmtree(final, ignore_errors=True)  # a checkpoint of this round not yet named
         os.replace(tmp, final)
@@ -123,9 +122,9 @@ class Checkpoints:
         """Put the store back as it was at the checkpoint; returns the number of clients."""
         store.clear()
         store.root.mkdir(parents=True, exist_ok=True)
-        files = sorted((folder / CLIENTS).glob("client-*.npz"))
+        files = ClientStore(folder / CLIENTS).files()
         for file in files:
-            _link_or_copy(file, store.file(0).parent / file.name)
+            _link_or_copy(file, store.root / file.name)
         return len(files)
 
 

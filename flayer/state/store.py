@@ -55,16 +55,19 @@ class ClientStore:
     def save(self, partition_id: int, state: Personal) -> None:
         save_state(self.file(partition_id), state, durable=False)
 
+    def files(self) -> list[Path]:
+        """Every client's file, in partition-id order."""
+        return sorted(self.root.glob(_PATTERN)) if self.root.is_dir() else []
+
     def clear(self) -> int:
         """Remove every client file (a fresh run); returns how many there were."""
-        files = list(self.root.glob(_PATTERN)) if self.root.is_dir() else []
+        files = self.files()
         for f in files:
             f.unlink()
         return len(files)
 
     def nbytes(self) -> int:
-        return sum(f.stat().st_size for f in self.root.glob(_PATTERN)) if self.root.is_dir() \
-            else 0
+        return sum(f.stat().st_size for f in self.files())
 
 
 Stamp = tuple[int, int]  # (server round, 0 for a train message / 1 for an evaluate message)
