@@ -50,7 +50,7 @@ from flayer.method import (
     shared_params,
 )
 from flayer.strategy import PflStrategy
-from flayer.training import cross_entropy
+from flayer.training import cross_entropy, proximal_pull
 from flayer.upload import Upload
 
 W_BUFFER = "w/"  # prefix of the global copy's BatchNorm buffers in the client's extra arrays
@@ -102,21 +102,8 @@ class DittoClient(ClientMethod):
 
     def train_personal(self, global_arrays: dict[str, np.ndarray], version: int) -> float:
         """`personal_epochs` of SGD on v with the proximal pull toward w_received."""
-        device = self.env.device
-        anchor = {n: torch.tensor(global_arrays[n], device=device)
-                  for n, _ in self.model.named_parameters()}
-        params = list(self.model.named_parameters())
         lam = self.settings.lam
-
-        def proximal(epoch: int, batch: int) -> None:
-            with torch.no_grad():
-                for name, p in params:
-                    pull = p.detach() - anchor[name]
-                    if p.grad is None:
-                        p.grad = lam * pull
-                    else:
-                        p.grad.add_(pull, alpha=lam)
-
+        proximal = proximal_pull(self.model, global_arrays, lam, self.env.device)
         stats = self.train_model(self.model, self.optimizer(self.model), version,
                                  purpose="personal", epochs=self.settings.personal_epochs,
                                  loss_fn=self.personal_loss,

@@ -24,7 +24,7 @@ from torch import nn
 from flayer.config import Config, StrategyConfig
 from flayer.errors import ConfigError
 from flayer.layers import LayerMap
-from flayer.method import ClientMethod, FitResult, load_params, register_method, shared_params
+from flayer.method import ClientMethod, FitResult, load_part, register_method, shared_params
 from flayer.strategy import PflStrategy
 from flayer.upload import Upload
 
@@ -69,14 +69,7 @@ class FedPerClient(ClientMethod):
         return (set(self.env.layers.param_names) - set(self.body)) | self.buffers()
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        # The server must hold exactly the body: a head arriving here would overwrite the
-        # personal one, so a mismatch is a bug worth stopping for.
-        if set(global_arrays) != set(self.body):
-            raise ValueError(
-                f"{type(self).__name__}: global arrays {sorted(global_arrays)} are not the "
-                f"body {sorted(self.body)}"
-            )
-        load_params(self.model, global_arrays)
+        load_part(self.model, global_arrays, self.body, "body")
 
     def upload(self) -> Upload:
         params = shared_params(self.model)

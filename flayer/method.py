@@ -7,6 +7,7 @@ subclass). The ClientApp and ServerApp know only this contract.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,9 +35,12 @@ def build_model(cfg: Config, spec: DataSpec) -> nn.Module:
         return MODELS.get(cfg.model.name)(spec)
 
 
-def shared_params(model: nn.Module) -> dict[str, np.ndarray]:
-    """The model's parameters as arrays (BatchNorm statistics are buffers: never shared)."""
-    return {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
+def shared_params(model: nn.Module, names: Collection[str] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """The model's parameters as arrays, or only the named ones (BatchNorm statistics are
+    buffers: never shared)."""
+    return {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()
+            if names is None or n in names}
 
 
 def load_params(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
@@ -44,6 +48,16 @@ def load_params(model: nn.Module, arrays: dict[str, np.ndarray]) -> None:
     with torch.no_grad():
         for name, value in arrays.items():
             params[name].copy_(torch.as_tensor(value))
+
+
+def load_part(model: nn.Module, arrays: dict[str, np.ndarray], names: Collection[str],
+              part: str) -> None:
+    """Load global arrays that must be exactly the named part of the model (for methods whose
+    server holds a part only): anything else arriving would overwrite what the client keeps,
+    a bug worth stopping for."""
+    if set(arrays) != set(names):
+        raise ValueError(f"global arrays {sorted(arrays)} are not the {part} {sorted(names)}")
+    load_params(model, arrays)
 
 
 @dataclass

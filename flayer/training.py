@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -65,6 +65,26 @@ def only_trainable(model: nn.Module, names: Collection[str]) -> Iterator[dict[st
     finally:
         for n, p in params.items():
             p.requires_grad_(was[n])
+
+
+def proximal_pull(model: nn.Module, anchor: Mapping[str, np.ndarray], weight: float,
+                  device: torch.device) -> BeforeStep:
+    """A `before_step` hook adding weight * (w - anchor) to every parameter's gradient: the
+    gradient of (weight / 2) * ||w - anchor||^2, added without a second backward pass (a
+    parameter without a gradient gets the pull alone). FedProx's and Ditto's local term."""
+    fixed = {n: torch.as_tensor(anchor[n], device=device) for n, _ in model.named_parameters()}
+    params = list(model.named_parameters())
+
+    def hook(epoch: int, batch: int) -> None:
+        with torch.no_grad():
+            for name, p in params:
+                pull = p.detach() - fixed[name]
+                if p.grad is None:
+                    p.grad = weight * pull
+                else:
+                    p.grad.add_(pull, alpha=weight)
+
+    return hook
 
 
 @dataclass
