@@ -1,6 +1,8 @@
 """Every method's settings: bad values are refused with the setting named, defaults pass,
 and methods that split features from the classifier refuse a model without a Linear head."""
 
+from dataclasses import fields
+
 import pytest
 from torch import nn
 
@@ -24,6 +26,17 @@ BAD = {
                "strategy.max_start_passes=0"],
     "fedcp": ["strategy.lam=-1", "strategy.tau=0"],
     "feddbe": ["strategy.momentum=0", "strategy.momentum=1.5", "strategy.kappa=-1"],
+    "fedprox": ["strategy.mu=-0.1", "strategy.mu=inf"],
+    "scaffold": ["strategy.server_lr=0", "strategy.server_lr=-1", "strategy.server_lr=inf"],
+    "lgfedavg": ["strategy.global_layers=0", "strategy.global_layers=4",
+                 "strategy.global_layers=-1"],
+    "fedbabu": ["strategy.fine_tuning_epochs=-1"],
+    "apfl": ["strategy.alpha=-0.1", "strategy.alpha=1.5", "strategy.alpha=nan"],
+    "perfedavg": ["strategy.beta=0", "strategy.beta=-1", "strategy.beta=inf"],
+    "pfedme": ["strategy.K=0", "strategy.p_learning_rate=0", "strategy.lamda=-1",
+               "strategy.beta=0", "strategy.p_learning_rate=0.5"],
+    "fedproto": ["strategy.lamda=-1", "strategy.lamda=inf"],
+    "gpfl": ["strategy.lam=-1", "strategy.lam=inf", "strategy.mu=-0.1"],
 }
 CASES = [(method, override) for method, overrides in BAD.items() for override in overrides]
 
@@ -46,10 +59,13 @@ def test_defaults_pass(method):
 
 
 def test_every_method_with_settings_has_bad_cases():
-    assert set(BAD) == set(METHODS.names()) - {"fedavg"}
+    with_settings = {name for name in METHODS.names()
+                     if {f.name for f in fields(METHODS.get(name).config)} - {"name"}}
+    assert set(BAD) == with_settings
 
 
-@pytest.mark.parametrize("method", ["fedcp", "feddbe"])
+@pytest.mark.parametrize("method", ["fedcp", "feddbe", "fedbabu", "fedrod", "fedproto",
+                                    "gpfl"])
 def test_a_head_that_is_not_linear_is_refused(method):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16))
     with pytest.raises(ConfigError, match="not one Linear head"):
