@@ -2,9 +2,10 @@
 
 Prints one row per run (method, dataset, alpha, seed, best accuracy (round), final accuracy,
 MB uploaded, seconds) and a comparison in which runs that differ only in their seed are
-grouped (mean ± std). Writes comparison.md, comparison.csv and comparison.png (accuracy per
-round, one curve per group, the seed spread shaded) into --out, by default the folder that
-holds the runs.
+grouped (mean ± std), ranked by best accuracy within each dataset and alpha. Writes
+comparison.md, comparison.csv and comparison.png (accuracy per round, one curve per group in
+the table's order, the seed spread shaded; with four groups or more a second panel zooms on
+the leading half) into --out, by default the folder that holds the runs.
 """
 
 from __future__ import annotations

@@ -113,6 +113,43 @@ def test_csv_and_md_say_the_same_numbers(tmp_path):
     assert "not counted as 0%" in (tmp_path / "comparison.md").read_text()
 
 
+def test_the_comparison_ranks_by_best_accuracy_within_each_alpha(tmp_path, capsys):
+    runs = [("fedavg", 0.1, 0.70), ("flayer", 0.1, 0.98), ("local", 0.1, None),
+            ("ditto", 0.1, 0.96), ("fedavg", 0.5, 0.80), ("flayer", 0.5, 0.90)]
+    for i, (method, alpha, best) in enumerate(runs):
+        write_run(tmp_path / f"{i}-{method}", method, 0, best, alpha=alpha)
+    assert main([str(tmp_path)]) == 0
+    rows = table(capsys.readouterr().out, "Comparison")
+    order = [(r.split("|")[1].split()[0], r.split("|")[3].strip()) for r in rows]
+    expected = [("flayer", "0.1"), ("ditto", "0.1"), ("fedavg", "0.1"), ("local", "0.1"),
+                ("flayer", "0.5"), ("fedavg", "0.5")]
+    assert order == expected
+    with open(tmp_path / "comparison.csv") as f:  # the csv in the same order
+        assert [(r["group"].split()[0], r["alpha"]) for r in csv.DictReader(f)] == expected
+
+
+def test_nineteen_methods_get_distinct_curves_and_a_zoom_panel(tmp_path, monkeypatch):
+    from flayer.results import comparison
+    from flayer.results.plots import plt
+
+    for i in range(19):
+        write_run(tmp_path / f"{i}-m{i}", f"m{i}", 0, 0.6 + i / 50)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    assert main([str(tmp_path)]) == 0
+    (fig,) = figures
+    curves, zoom = fig.axes
+    styles = [(line.get_color(), line.get_linestyle()) for line in curves.get_lines()]
+    assert len(styles) == 19 == len(set(styles))
+    labels = [t.get_text() for t in zoom.get_legend().get_texts()]
+    assert labels[0] == "m18 (n=1)" and labels[-1] == "m0 (n=1)"  # the table's order
+    low, high = zoom.get_ylim()
+    finals = sorted(0.6 + i / 50 for i in range(19))
+    assert (low, high) == pytest.approx(comparison.zoom_range(
+        [comparison.Curve([0, 2], [0.5, f], [0.5, f], [0.5, f]) for f in finals]))
+    assert low > 0.75  # the lower half of the methods is out of the zoom
+
+
 def test_a_group_that_never_evaluated_has_empty_accuracy_cells(tmp_path, capsys):
     write_run(tmp_path / "0-fedavg", "fedavg", 0, None)
     assert main([str(tmp_path)]) == 0

@@ -1,5 +1,6 @@
 """Collects finished runs (run or multirun folders): one row per run, and a comparison that
-groups runs differing only in their seed (mean ± std over seeds).
+groups runs differing only in their seed (mean ± std over seeds), ranked by best accuracy
+within each dataset and alpha.
 
 The group statistics are computed once (`GroupStats`) and then rendered three times
 (comparison.md, comparison.csv, comparison.png), so the three files cannot disagree. A run
@@ -266,26 +267,62 @@ def write_csv(stats: list[GroupStats], out: Path) -> None:
         writer.writerows(csv_row(g) for g in stats)
 
 
+def ranked(stats: list[GroupStats]) -> list[GroupStats]:
+    """The order of the comparison table and the plot's legend: by dataset and alpha, then
+    best accuracy, highest first (groups without an accuracy last, in the order read)."""
+    def key(g: GroupStats) -> tuple[str, str, float]:
+        best = g.best_accuracy.mean
+        return (g.dataset, g.alpha, -best if best is not None else float("inf"))
+
+    return sorted(stats, key=key)
+
+
+# Curves needed to tell apart up to 20 groups: 10 colours, each once solid and once dashed.
+STYLES = [(colour, dash) for dash in ("-", "--") for colour in (f"C{i}" for i in range(10))]
+ZOOM_FROM = 4  # groups from which a second panel zooms on the leading half
+
+
+def zoom_range(curves: list[Curve]) -> tuple[float, float]:
+    """Accuracy range of the zoom panel: from a point below the median final accuracy to just
+    above the highest curve, so that the leading half of the methods fills the panel."""
+    finals = sorted(c.mean[-1] for c in curves)
+    low = finals[len(finals) // 2] - 0.01
+    high = max(max(c.high) for c in curves) + 0.005
+    return max(0.0, low), min(1.0, high)
+
+
 def plot_groups(stats: list[GroupStats], out: Path) -> None:
-    """Accuracy per round, one curve per group (mean over seeds), the seed spread shaded."""
+    """Accuracy per round, one curve per group (mean over seeds), the seed spread shaded;
+    from ZOOM_FROM groups on, a second panel zooms on the leading half, where the
+    personalized methods sit close together. The legend follows the table's order."""
     from flayer.results.plots import MaxNLocator, plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    drawn = [(g, g.curve) for g in stats if g.curve is not None]
-    for g, curve in drawn:
-        line, = ax.plot(curve.rounds, curve.mean, label=f"{g.label} (n={len(g.runs)})")
-        if len(g.runs) > 1:
-            ax.fill_between(curve.rounds, curve.low, curve.high, color=line.get_color(),
-                            alpha=0.2)
-    ax.set_xlabel("round")
-    ax.set_ylabel("personalized test accuracy")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
+    drawn = [(g, g.curve) for g in ranked(stats) if g.curve is not None]
+    zoom = len(drawn) >= ZOOM_FROM
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(14 if zoom else 8, 5.5),
+                             squeeze=False)
+    panels = list(axes[0])
+    for ax in panels:
+        for i, (g, curve) in enumerate(drawn):
+            colour, dash = STYLES[i % len(STYLES)]
+            ax.plot(curve.rounds, curve.mean, color=colour, linestyle=dash,
+                    label=f"{g.label} (n={len(g.runs)})")
+            if len(g.runs) > 1:
+                ax.fill_between(curve.rounds, curve.low, curve.high, color=colour, alpha=0.2)
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel("personalized test accuracy")
+    if zoom:
+        curves = [c for _, c in drawn]
+        panels[1].set_ylim(*zoom_range(curves))
+        panels[1].set_xlim(max(c.rounds[-1] for c in curves) / 2, None)
+        panels[1].set_title("leading half, second half of the rounds", fontsize="medium")
     if drawn:
-        ax.legend(fontsize="small", loc="lower right")
+        panels[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     else:  # say so rather than draw an empty legend
-        ax.text(0.5, 0.5, "no evaluated round", ha="center", va="center",
-                transform=ax.transAxes)
+        panels[0].text(0.5, 0.5, "no evaluated round", ha="center", va="center",
+                       transform=panels[0].transAxes)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -298,7 +335,7 @@ def report(paths: Iterable[Path], out_dir: Path | None = None) -> tuple[str, Pat
     if not run_paths:
         raise FileNotFoundError("no finished runs (folders with summary.json) under the paths")
     runs = [load_run(p) for p in run_paths]
-    stats = [group_stats(g) for g in group_runs(runs)]
+    stats = ranked([group_stats(g) for g in group_runs(runs)])
     per_run = markdown_table(RUN_COLUMNS, [run_row(r.summary) for r in runs])
     compared = markdown_table(GROUP_COLUMNS, [group_row(g) for g in stats])
     if out_dir is None:
