@@ -175,6 +175,18 @@ def mock_reply(node: int, content: RecordDict | None = None, error: str | None =
     return Message(content=content, metadata=meta)
 
 
+class TinyLinear(nn.Module):
+    """Softmax regression on the flattened image (seeded): gradients by hand are easy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
 class TinyOutHead(nn.Module):
     """A body with BatchNorm and a Linear head named `out` (no CNN names anywhere)."""
 

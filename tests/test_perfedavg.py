@@ -14,19 +14,7 @@ from flayer.errors import ConfigError
 from flayer.layers import LayerMap
 from flayer.method import build_model, shared_params
 from flayer.training import cross_entropy, evaluate
-from tests.helpers import FMNIST_SPEC, make_client, make_config
-
-
-class TinyLinear(nn.Module):
-    """Softmax regression on the flattened image: gradients by hand are easy."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc = nn.Linear(784, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1))
+from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config
 
 
 def perfedavg(*overrides: str, model: nn.Module | None = None) -> PerFedAvgClient:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from baselines.pfedme import PFedMeClient, PFedMeStrategy
 from flayer.aggregation import Contribution, WeightedSum
@@ -16,18 +15,7 @@ from flayer.layers import LayerMap
 from flayer.method import build_model, load_params, shared_params
 from flayer.strategy import PflStrategy
 from flayer.training import batches
-from tests.helpers import FMNIST_SPEC, make_client, make_config, tiny_client_data
-
-
-class TinyLinear(nn.Module):
-    """Softmax regression: its cross-entropy gradient is easy to write by hand."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(28 * 28, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1))
+from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config, tiny_client_data
 
 
 def linear_client(*overrides: str, n_train: int = 16) -> PFedMeClient:
