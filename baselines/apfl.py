@@ -35,7 +35,8 @@ Settings (conf/strategy/apfl.yaml):
          alpha further down, and the mixed model collapses to the global model, which on
          Dirichlet(0.1) splits is FedAvg's (about 70 % on Fashion-MNIST). Starting at 1 the
          mixed model is v, trained as a local model at the full rate, and alpha leaves 1 only
-         where moving toward the global model lowers the client's own loss.
+         where moving toward the global model lowers the client's own loss. On the
+         default set-up it never does: APFL then gives Local's numbers (README, Results).
 Alpha's learning rate is the run's learning rate (the paper's one step size; PFLlib's).
 
 Where PFLlib departs from the paper (the paper is followed here):
