@@ -62,6 +62,39 @@ def test_a_context_manager_stops_its_processes_on_an_exception(tmp_path):
     assert procs.leftovers() == set()
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped
+
+
+def test_a_signal_while_a_process_starts_never_loses_it(tmp_path, monkeypatch):
+    """A handler that raises as Popen returns (after the fork) would leave the new process
+    unknown to the set, in a session of its own, running for ever."""
+    real_popen = subprocess.Popen
+
+    def popen_then_signal(*args, **kwargs):
+        popen = real_popen(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before this returns
+        return popen
+
+    monkeypatch.setattr(subprocess, "Popen", popen_then_signal)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    procs = ProcessSet(tmp_path / "logs")
+    try:
+        with pytest.raises(_Stopped):
+            procs.start("sleeper", ["sleep", "300"])
+        assert len(procs.members()) == 1  # known, so it can be stopped
+        procs.stop_all()
+        assert procs.leftovers() == set()
+        assert signal.getsignal(signal.SIGTERM) is _raise_stopped  # the handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        procs.stop_all()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_the_local_command_stops_everything_on_a_signal(tmp_path, fake_fmnist, sig):

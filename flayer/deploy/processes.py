@@ -14,8 +14,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -125,14 +126,16 @@ class ProcessSet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
         log_file = open(log, "ab")  # noqa: SIM115  (closed when the process is stopped)
-        popen = subprocess.Popen(
-            list(argv), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**self.env, **(env or {})}, cwd=cwd, start_new_session=True,
-        )
-        proc = Started(name=name, popen=popen, log=log, _log_file=log_file)
-        self.started.append(proc)
-        self._roots.add(popen.pid)
-        self._ever.add(popen.pid)
+        with _signals_held():
+            popen = subprocess.Popen(
+                list(argv), stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env={**self.env, **(env or {})}, cwd=cwd,
+                start_new_session=True,
+            )
+            proc = Started(name=name, popen=popen, log=log, _log_file=log_file)
+            self.started.append(proc)
+            self._roots.add(popen.pid)
+            self._ever.add(popen.pid)
         return proc
 
     def members(self) -> set[int]:
@@ -191,6 +194,31 @@ class ProcessSet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Delivers Ctrl-C, SIGTERM and SIGHUP only after the block. A handler that raises
+    inside `subprocess.Popen`, after the fork, loses the new process's pid: that process
+    leads a session of its own, so nothing could find and stop it afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs Python signal handlers
+        return
+    previous = {sig: signal.getsignal(sig) for sig in _HELD}
+    previous = {sig: handler for sig, handler in previous.items() if handler is not None}
+    received: list[int] = []
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in received:
+            signal.raise_signal(sig)
 
 
 def _zombie(pid: int) -> bool:
