@@ -10,8 +10,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from flayer.cli import check_command_line
 from flayer.errors import ConfigError, DataError
 from flayer.schemas import register_schemas
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 register_schemas()
 
@@ -19,8 +22,8 @@ register_schemas()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     from flayer.experiment import run
-    from flayer.rundir import RunIncomplete
-    from flayer.stops import Stopped, exit_now
+    from flayer.rundir import CONFIG_FILE, RunIncomplete
+    from flayer.stops import Stopped, exit_now, stop_message
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -32,11 +35,15 @@ def main(dcfg: DictConfig) -> None:
     except RunIncomplete as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except Stopped as stop:
-        print(f"stopped ({stop}); partial results in {run_dir}; continue with: "
-              f"python run.py resume={run_dir}", file=sys.stderr)
+    except Stopped as stop:  # the folder holds a run to continue once its config is written
+        written = (run_dir / CONFIG_FILE).is_file()
+        print(stop_message(stop, run_dir if written else None), file=sys.stderr)
         exit_now(stop.exit_code)
 
 
 if __name__ == "__main__":
+    from flayer.stops import exit_on_signals
+
+    exit_on_signals()  # a stop before the run starts: one line, exit 130/143, no traceback
+    check_command_line(sys.argv[1:], CONF_DIR)  # one line, exit 2, for what cannot compose
     main()

@@ -1,7 +1,4 @@
-"""Comparison methods: one module each (client side + strategy + settings), registered by
-name when imported. Every module in this package is imported, so adding a method means
-adding its module here and its `conf/strategy/<name>.yaml`."""
-
-from flayer.registry import import_modules
-
-import_modules(__name__, __path__)
+"""Comparison methods, one each: `baselines.<name>` holds the client side and the strategy and
+registers the method by name when imported (flayer.catalog imports every module here);
+`baselines.settings.<name>` holds its settings, which import no torch. Adding a method means
+adding those two modules and its `conf/strategy/<name>.yaml`."""

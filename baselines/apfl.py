@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,8 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap
+from baselines.settings.apfl import APFLConfig
 from flayer.method import (
     ClientEnv,
     ClientMethod,
@@ -73,16 +71,6 @@ from flayer.method import (
 from flayer.strategy import PflStrategy
 from flayer.training import EvalResult, Terms
 from flayer.upload import Upload
-
-
-@dataclass
-class APFLConfig(StrategyConfig):
-    name: str = "apfl"
-    alpha: float = 1.0
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0, "alpha",
-                     self.alpha, "must be in [0, 1]")
 
 
 class APFLModel(nn.Module):

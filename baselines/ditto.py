@@ -31,16 +31,11 @@ client's extra arrays (`w/<buffer name>`), so each model keeps its own running s
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
+from baselines.settings.ditto import DittoConfig
 from flayer.method import (
     ClientMethod,
     FitResult,
@@ -55,19 +50,6 @@ from flayer.upload import Upload
 
 W_BUFFER = "w/"  # prefix of the global copy's BatchNorm buffers in the client's extra arrays
 INITIALIZED = "ditto_initialized"  # meta flag: v has been set from a global model
-
-
-@dataclass
-class DittoConfig(StrategyConfig):
-    name: str = "ditto"
-    lam: float = 0.1
-    personal_epochs: int = 1
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError("strategy.lam", self.lam, "must be a finite number >= 0")
-        if self.personal_epochs < 1:
-            raise ConfigError("strategy.personal_epochs", self.personal_epochs, "must be >= 1")
 
 
 class DittoClient(ClientMethod):

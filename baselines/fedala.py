@@ -45,18 +45,15 @@ threshold may stop the start phase; here num_pre_loss losses suffice.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap
+from baselines.settings.fedala import FedAlaConfig
 from flayer.method import ClientMethod, load_params, register_method
-from flayer.strategy import SYNC_MODES, PflStrategy
+from flayer.strategy import PflStrategy
 from flayer.training import EvalResult, batches, only_trainable
 
 log = logging.getLogger(__name__)
@@ -65,35 +62,6 @@ WEIGHT = "ala-w/"  # prefix of W's arrays in the client's extra arrays
 JOINED = "ala_joined"  # meta: the client has received a global model before
 STARTED = "ala_started"  # meta: the start phase is done
 PASSES = "ala_passes"  # meta: passes of the last ALA (0: skipped)
-
-
-@dataclass
-class FedAlaConfig(StrategyConfig):
-    name: str = "fedala"
-    eta_w: float = 1.0
-    rand_percent: float = 80.0
-    P: int = 2
-    threshold: float = 0.1
-    num_pre_loss: int = 10
-    max_start_passes: int = 100
-    sync: str = "eager"
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
-                     "must be a finite number > 0")
-        self.require(0 < self.rand_percent <= 100, "rand_percent", self.rand_percent,
-                     "must be in (0, 100]")
-        self.require(1 <= self.P <= layers.num_tensors, "P", self.P,
-                     f"must be in [1, {layers.num_tensors}] (parameter tensors of "
-                     f"{cfg.model.name})")
-        self.require(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
-                     self.threshold, "must be a finite number > 0")
-        self.require(self.num_pre_loss >= 2, "num_pre_loss", self.num_pre_loss,
-                     "must be >= 2 (a std of one loss is always 0)")
-        self.require(self.max_start_passes >= 1, "max_start_passes", self.max_start_passes,
-                     "must be >= 1")
-        self.require(self.sync in SYNC_MODES, "sync", self.sync,
-                     f"must be one of {', '.join(SYNC_MODES)}")
 
 
 class FedAlaClient(ClientMethod):

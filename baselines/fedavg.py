@@ -8,16 +8,9 @@ the received global model (with its own BatchNorm statistics). No hyperparameter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from flayer.config import StrategyConfig
+from baselines.settings.fedavg import FedAvgConfig
 from flayer.method import ClientMethod, register_method
 from flayer.strategy import PflStrategy
-
-
-@dataclass
-class FedAvgConfig(StrategyConfig):
-    name: str = "fedavg"
 
 
 class FedAvgClient(ClientMethod):

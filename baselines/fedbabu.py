@@ -49,35 +49,20 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from baselines.fedper import body_names
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap, features, require_linear_head
+from baselines.settings.fedbabu import FedBABUConfig
+from flayer.layers import features
 from flayer.method import ClientMethod, FitResult, load_part, register_method, shared_params
 from flayer.strategy import PflStrategy
 from flayer.training import EvalResult, TrainStats, batches, only_trainable, train
 from flayer.upload import Upload
 
 FEATURE_BATCH = 128  # samples per forward pass for the features (faster than 512 on the CPU)
-
-
-@dataclass
-class FedBABUConfig(StrategyConfig):
-    name: str = "fedbabu"
-    fine_tuning_epochs: int = 10
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(self.fine_tuning_epochs >= 0, "fine_tuning_epochs",
-                     self.fine_tuning_epochs, "must be >= 0 (0: evaluate without fine-tuning)")
-        require_linear_head(layers, cfg.model.name, "fedbabu")
-
-    def summary_fields(self) -> dict[str, Any]:
-        return {"fine_tuning_epochs": self.fine_tuning_epochs}
 
 
 @dataclass(frozen=True)

@@ -41,17 +41,15 @@ The CPN's width is the feature width (fixed, as in the paper).
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap, features, require_linear_head
+from baselines.settings.fedcp import FedCPConfig
+from flayer.config import Config
+from flayer.layers import LayerMap, features
 from flayer.method import ClientEnv, ClientMethod, FitResult, register_method, shared_params
 from flayer.seeding import derive_seed
 from flayer.strategy import PflStrategy
@@ -60,20 +58,6 @@ from flayer.upload import Upload
 
 CPN_PREFIX = "fedcp.cpn."  # the CPN's arrays in the global model and the upload
 MMD_BANDWIDTHS = (10.0, 15.0, 20.0, 50.0)  # the reference's Gaussian kernel bandwidths
-
-
-@dataclass
-class FedCPConfig(StrategyConfig):
-    name: str = "fedcp"
-    lam: float = 1.0
-    tau: float = 1.0
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError("strategy.lam", self.lam, "must be a finite number >= 0")
-        if not (math.isfinite(self.tau) and self.tau > 0):
-            raise ConfigError("strategy.tau", self.tau, "must be a finite number > 0")
-        require_linear_head(layers, cfg.model.name, "fedcp")
 
 
 def build_cpn(cfg: Config, width: int) -> nn.Module:

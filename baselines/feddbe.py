@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,9 +41,8 @@ from flwr.app import MessageType
 from flwr.serverapp import Grid
 from torch import nn
 
-from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap, features, require_linear_head
+from baselines.settings.feddbe import FedDBEConfig
+from flayer.layers import LayerMap, features
 from flayer.method import (
     ClientEnv,
     ClientMethod,
@@ -55,7 +52,7 @@ from flayer.method import (
     shared_params,
 )
 from flayer.results.record import RoundRecord
-from flayer.strategy import PflStrategy, cohorts
+from flayer.strategy import PflStrategy, cohorts, exchange
 from flayer.training import Terms
 from flayer.upload import TensorSpec, Upload, UploadSpec
 
@@ -66,20 +63,6 @@ FEATURE_MEAN = "feddbe.feature_mean"  # a client's reply in the round-0 phase
 RUNNING_MEAN = "feddbe.running_mean"  # the client's last running mean (extra state)
 PHASE = "feddbe-phase"  # config key of the round-0 train message
 PHASE_MEAN = "feature-mean"
-
-
-@dataclass
-class FedDBEConfig(StrategyConfig):
-    name: str = "feddbe"
-    momentum: float = 0.1
-    kappa: float = 50.0
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        if not (math.isfinite(self.momentum) and 0 < self.momentum <= 1):
-            raise ConfigError("strategy.momentum", self.momentum, "must be in (0, 1]")
-        if not (math.isfinite(self.kappa) and self.kappa >= 0):
-            raise ConfigError("strategy.kappa", self.kappa, "must be a finite number >= 0")
-        require_linear_head(layers, cfg.model.name, "feddbe")
 
 
 class RunningMean:
@@ -195,7 +178,7 @@ class FedDBEStrategy(PflStrategy):
         spec = {FEATURE_MEAN: TensorSpec((self.width,))}
         messages = self.messages(self.roster.partitions, MessageType.TRAIN, 0, spec=spec,
                                  **{PHASE: PHASE_MEAN})
-        replies = grid.send_and_receive(messages, timeout=timeout)
+        replies = exchange(grid, messages, timeout)
         got = self.collect(0, replies, spec, cohorts(messages), rec)
         if not got.clients:
             raise RuntimeError("FedDBE: no client reported its feature mean in round 0")

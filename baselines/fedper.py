@@ -16,13 +16,10 @@ Settings (conf/strategy/fedper.yaml):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from torch import nn
 
-from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
+from baselines.settings.fedper import FedPerConfig
 from flayer.layers import LayerMap
 from flayer.method import ClientMethod, FitResult, load_part, register_method, shared_params
 from flayer.strategy import PflStrategy
@@ -39,21 +36,6 @@ def body_names(layers: LayerMap, personal_layers: int = 1) -> tuple[str, ...]:
     if personal_layers == 1:
         return layers.body_params
     return tuple(n for layer in layers.layers[:-personal_layers] for n in layer.params)
-
-
-@dataclass
-class FedPerConfig(StrategyConfig):
-    name: str = "fedper"
-    personal_layers: int = 1
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        top = layers.num_layers - 1
-        if not 1 <= self.personal_layers <= top:
-            raise ConfigError(
-                "strategy.personal_layers", self.personal_layers,
-                f"must be in [1, {top}] ({cfg.model.name} has {layers.num_layers} layers and "
-                "at least one must be shared)",
-            )
 
 
 class FedPerClient(ClientMethod):

@@ -54,16 +54,15 @@ Needs a Linear head after a body (`require_linear_head`): the feature is the hea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.settings.fedproto import FedProtoConfig
 from flayer.aggregation import WeightedSum
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap, features, require_linear_head
+from flayer.layers import features
 from flayer.method import ClientEnv, ClientMethod, FitResult, register_method
 from flayer.strategy import PflStrategy
 from flayer.training import EvalResult, Terms, batches
@@ -75,17 +74,6 @@ SUMS = "fedproto.sums"  # upload: per-class feature sums / the client's training
 COUNTS = "fedproto.counts"  # upload: per-class sample counts / the client's training samples
 ABSENT_GAP = 20.0  # an absent class's logit: this far below the sample's lowest present one
 PASS_BATCH = 512  # batch size of the no-gradient prototype pass
-
-
-@dataclass
-class FedProtoConfig(StrategyConfig):
-    name: str = "fedproto"
-    lamda: float = 1.0
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.lamda) and self.lamda >= 0, "lamda", self.lamda,
-                     "must be a finite number >= 0")
-        require_linear_head(layers, cfg.model.name, "fedproto")
 
 
 def prototype_regularizer(h: torch.Tensor, y: torch.Tensor, prototypes: torch.Tensor,

@@ -32,27 +32,13 @@ do (the same in expectation), so that mu = 0 is this project's FedAvg.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from baselines.fedavg import FedAvgClient, FedAvgStrategy
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap
+from baselines.settings.fedprox import FedProxConfig
 from flayer.method import FitResult, register_method, shared_params
 from flayer.training import proximal_pull
 from flayer.upload import Upload
-
-
-@dataclass
-class FedProxConfig(StrategyConfig):
-    name: str = "fedprox"
-    mu: float = 0.01
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.mu) and self.mu >= 0, "mu", self.mu,
-                     "must be a finite number >= 0 (0 is FedAvg)")
 
 
 class FedProxClient(FedAvgClient):

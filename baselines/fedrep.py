@@ -20,28 +20,13 @@ Settings (conf/strategy/fedrep.yaml):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from baselines.fedper import FedPerClient, FedPerConfig, FedPerStrategy
-from flayer.config import Config
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
+from baselines.fedper import FedPerClient, FedPerStrategy
+from baselines.settings.fedrep import FedRepConfig
 from flayer.method import FitResult, register_method
 from flayer.training import TrainStats, only_trainable
-
-
-@dataclass
-class FedRepConfig(FedPerConfig):
-    name: str = "fedrep"
-    head_epochs: int = 1
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        super().check(cfg, layers)
-        if self.head_epochs < 1:
-            raise ConfigError("strategy.head_epochs", self.head_epochs, "must be >= 1")
 
 
 class FedRepClient(FedPerClient):

@@ -39,15 +39,14 @@ after a body (`require_linear_head`).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap, features, require_linear_head
+from baselines.settings.fedrod import FedRoDConfig
+from flayer.layers import LayerMap, features
 from flayer.method import (
     ClientEnv,
     ClientMethod,
@@ -59,14 +58,6 @@ from flayer.method import (
 from flayer.strategy import PflStrategy
 from flayer.training import Terms
 from flayer.upload import Upload
-
-
-@dataclass
-class FedRoDConfig(StrategyConfig):
-    name: str = "fedrod"
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        require_linear_head(layers, cfg.model.name, "fedrod")
 
 
 def log_class_counts(y: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -69,17 +69,16 @@ the server and every client (PyTorch's defaults: the GCE table N(0, 1)).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap, features, require_linear_head
+from baselines.settings.gpfl import GPFLConfig
+from flayer.config import Config
+from flayer.layers import LayerMap, features
 from flayer.method import ClientEnv, ClientMethod, FitResult, register_method, shared_params
 from flayer.seeding import derive_seed
 from flayer.strategy import PflStrategy
@@ -88,20 +87,6 @@ from flayer.upload import Upload
 
 COV_PREFIX = "gpfl.cov."  # the CoV's arrays in the global model and the upload
 GCE_PREFIX = "gpfl.gce."  # the GCE table ("gpfl.gce.weight")
-
-
-@dataclass
-class GPFLConfig(StrategyConfig):
-    name: str = "gpfl"
-    lam: float = 0.01
-    mu: float = 0.1
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.lam) and self.lam >= 0, "lam", self.lam,
-                     "must be a finite number >= 0")
-        self.require(math.isfinite(self.mu) and self.mu >= 0, "mu", self.mu,
-                     "must be a finite number >= 0")
-        require_linear_head(layers, cfg.model.name, "gpfl")
 
 
 class ConditionalValve(nn.Module):

@@ -28,13 +28,11 @@ Where the authors' code differs, we follow PFLlib, as every method here does:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from torch import nn
 
 from baselines.fedper import body_names
-from flayer.config import Config, StrategyConfig
+from baselines.settings.lgfedavg import LGFedAvgConfig
 from flayer.layers import LayerMap
 from flayer.method import ClientMethod, FitResult, load_part, register_method, shared_params
 from flayer.strategy import PflStrategy
@@ -46,18 +44,6 @@ def global_names(layers: LayerMap, global_layers: int = 1) -> tuple[str, ...]:
     (`body_names` with that many personal layers) leaves out of the body."""
     local = set(body_names(layers, global_layers))
     return tuple(n for n in layers.param_names if n not in local)
-
-
-@dataclass
-class LGFedAvgConfig(StrategyConfig):
-    name: str = "lgfedavg"
-    global_layers: int = 1
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        top = layers.num_layers - 1
-        self.require(1 <= self.global_layers <= top, "global_layers", self.global_layers,
-                     f"must be in [1, {top}] ({cfg.model.name} has {layers.num_layers} layers "
-                     "and at least one must stay local)")
 
 
 class LGFedAvgClient(ClientMethod):

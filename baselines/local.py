@@ -15,21 +15,14 @@ and evaluates every client. No settings of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from torch import nn
 
+from baselines.settings.local import LocalConfig
 from flayer.aggregation import WeightedSum
-from flayer.config import StrategyConfig
 from flayer.method import ClientMethod, FitResult, register_method
 from flayer.strategy import PflStrategy
 from flayer.upload import Upload, UploadSpec
-
-
-@dataclass
-class LocalConfig(StrategyConfig):
-    name: str = "local"
 
 
 class LocalClient(ClientMethod):

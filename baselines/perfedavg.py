@@ -40,8 +40,6 @@ Where PFLlib departs from the paper (the paper is followed here):
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,26 +48,11 @@ from torch import nn
 from torch.func import functional_call
 
 from baselines.fedavg import FedAvgClient
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap
+from baselines.settings.perfedavg import PerFedAvgConfig
 from flayer.method import FitResult, register_method, shared_params
 from flayer.strategy import PflStrategy
 from flayer.training import EvalResult, TrainStats, cross_entropy, train
 from flayer.upload import Upload
-
-
-@dataclass
-class PerFedAvgConfig(StrategyConfig):
-    name: str = "perfedavg"
-    beta: float | None = None
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(self.beta is None or (math.isfinite(self.beta) and self.beta > 0), "beta",
-                     self.beta, "must be null (the run's learning rate) or a finite number > 0")
-
-    def meta_rate(self, cfg: Config) -> float:
-        """beta: the setting, else the run's learning rate."""
-        return cfg.learning_rate if self.beta is None else self.beta
 
 
 def halves(n: int) -> tuple[slice, slice]:

@@ -50,34 +50,21 @@ Settings (conf/strategy/scaffold.yaml):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from baselines.fedavg import FedAvgClient, FedAvgStrategy
+from baselines.settings.scaffold import ScaffoldConfig
 from flayer.aggregation import WeightedSum
-from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap
 from flayer.method import FitResult, load_params, register_method, shared_params
 from flayer.upload import TensorSpec, Upload, UploadSpec
 
 CONTROL = "scaffold.c."  # + parameter name: the global control variate c (server-only)
 DELTA_C = "scaffold.dc."  # + parameter name: a client's Delta c_i / n_i (uploaded)
 CLIENT_C = "scaffold.ci."  # + parameter name: the client's own c_i (extra state)
-
-
-@dataclass
-class ScaffoldConfig(StrategyConfig):
-    name: str = "scaffold"
-    server_lr: float = 1.0
-
-    def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.server_lr) and self.server_lr > 0, "server_lr",
-                     self.server_lr, "must be a finite number > 0")
 
 
 def model_part(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

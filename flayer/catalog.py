@@ -1,8 +1,12 @@
 """Every built-in method; importing this module registers them all (FLAYER, and each module
-of the `baselines` package)."""
+of the `baselines` package). It imports torch and Flower: what needs only the methods'
+settings (Hydra's schemas, the checks of a config) finds them in flayer.schemas."""
 
-import baselines  # noqa: F401  (registers the comparison methods)
-import flayer.flayer  # noqa: F401  (registers "flayer")
+import baselines
+import flayer.flayer.method  # noqa: F401  (registers "flayer")
 from flayer.method import METHODS
+from flayer.registry import import_modules
+
+import_modules(baselines.__name__, baselines.__path__)  # each registers its method
 
 __all__ = ["METHODS"]

@@ -43,6 +43,9 @@ class DatasetConfig:
     # and <unk>); null = build it from the clients' training texts. Give every client the same
     # file where clients hold their own data.
     vocab: str | None = None
+    # Share of the pool the clients are cut from, in (0, 1]: a seeded random subset, for small
+    # trials (1 = the whole pool). Only for datasets that are split over the clients.
+    fraction: float = 1.0
 
 
 @dataclass
@@ -71,14 +74,20 @@ class PartitionConfig:
             return self.min_partition_size
         return int(min(40, pool / (2 * num_clients)))
 
-    def check(self, cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
-        """Raise ConfigError for a bad shared setting, from the pool's size alone (known before
-        any decoding). A scheme checks its own fields first, then calls this."""
+    def check_settings(self, cfg: Config) -> None:
+        """Raise ConfigError for a setting that is bad whatever the data (checked before any
+        data or torch is loaded). A scheme checks its own fields first, then calls this."""
         require(0 < self.train_fraction < 1, "partition.train_fraction", self.train_fraction,
                 "must be in (0, 1)")
         require(self.min_partition_size is None or self.min_partition_size >= 2,
                 "partition.min_partition_size", self.min_partition_size,
                 "must be >= 2 (a client needs a train and a test sample) or null")
+
+    def check(self, cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
+        """Raise ConfigError for a bad setting: `check_settings`, then the rules that need the
+        pool's size (known before any decoding). A scheme with rules that need the data
+        checks them first, then calls this."""
+        self.check_settings(cfg)
         most = pool // 2
         require(cfg.num_clients <= most, "num_clients", cfg.num_clients,
                 f"{dataset} has {pool} samples: at most {most} clients "

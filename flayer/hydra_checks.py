@@ -1,59 +1,88 @@
-"""Hydra callback: in a multirun, compose and check every job's settings before the first
-job starts, so a bad value in job 7 does not surface after six finished simulations."""
+"""Hydra callback: check a run's settings, or every job's of a multirun, before Hydra makes any
+run folder or log file, so that a refused command leaves nothing behind and a bad value in
+job 7 does not surface after six finished simulations.
+
+The checks that need neither data nor model come first, before torch and Flower are imported
+(a bad value is refused at once); then the full checks and the run folder's."""
 
 from __future__ import annotations
 
-import itertools
-import sys
+import copy
 from pathlib import Path
 from typing import Any
 
-from hydra import compose
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
+from flayer.checks import check_settings
+from flayer.cli import compose_job, expand_sweep, fail, typed
+from flayer.config import to_config
 from flayer.errors import ConfigError, DataError
-from flayer.rundir import has_results
 
 
-def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """Every job's override list, as Hydra's basic sweeper runs them: the cartesian product
-    of the swept values, in command-line order."""
-    choices = []
-    for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.get_key_element()
-        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
-                  else [override.get_value_element_as_str()])
-        choices.append([f"{key}={value}" for value in values])
-    return [list(job) for job in itertools.product(*choices)]
+class CheckBeforeStart(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        job = _job_config(config)
+        try:
+            check_settings(typed(job))
+            _check_run(job, Path(str(config.hydra.run.dir)), list(config.hydra.overrides.task))
+        except (ConfigError, DataError) as exc:
+            fail(exc)
 
-
-class CheckEveryJob(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from flayer.config import to_config
-        from flayer.validation import validate
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
         task = list(config.hydra.overrides.task)
         continuing = "resume=auto" in task  # finished jobs are skipped, stopped ones go on
         if any(o.startswith("resume=") for o in task) and not continuing:
-            _fail(ConfigError("resume", task[[o.startswith("resume=") for o in task].index(True)],
-                              "a sweep continues with resume=auto (each job its own folder)"),
-                  [])
+            fail(ConfigError("resume", task[[o.startswith("resume=") for o in task].index(True)],
+                             "a sweep continues with resume=auto (each job its own folder)"),
+                 then="; no job was started")
+        jobs = expand_sweep(task)
+        configs = []
+        for job in jobs:
+            try:
+                cfg = typed(compose_job(job))
+                check_settings(cfg)
+            except (ConfigError, DataError) as exc:
+                fail(exc, job, "; no job was started")
+            configs.append(cfg)
+        from flayer.rundir import has_results  # torch and Flower: once the quick checks passed
+        from flayer.validation import validate
+
         if (not continuing and sweep_dir.is_dir()
                 and any(has_results(p) for p in sweep_dir.iterdir() if p.is_dir())):
-            _fail(ConfigError("hydra.sweep.dir", str(sweep_dir),
-                              "already holds results; choose another directory, or continue "
-                              "its jobs with resume=auto"), [])
-        for job in expand_sweep(task):
+            fail(ConfigError("hydra.sweep.dir", str(sweep_dir),
+                             "already holds results; choose another directory, or continue "
+                             "its jobs with resume=auto"), then="; no job was started")
+        for job, cfg in zip(jobs, configs, strict=True):
             try:
-                validate(to_config(compose(config_name="config", overrides=job)))
+                validate(cfg)
             except (ConfigError, DataError) as exc:
-                _fail(exc, job)
+                fail(exc, job, "; no job was started")
 
 
-def _fail(exc: Exception, job: list[str]) -> None:
-    where = f" (job with {' '.join(job)})" if job else ""
-    print(f"error: {exc}{where}; no job was started", file=sys.stderr)
-    sys.exit(2)
+def _job_config(config: DictConfig) -> DictConfig:
+    """The run's config without Hydra's node, as the task function receives it."""
+    job = copy.deepcopy(config)
+    with read_write(job), open_dict(job):
+        del job["hydra"]
+    return job
+
+
+def _check_run(job: DictConfig, new_dir: Path, overrides: list[str]) -> None:
+    """What flayer.experiment.run refuses before it writes anything: a folder to continue that
+    is no run of these settings, a bad setting, a folder that already holds results. Imports
+    torch and Flower (the quick checks have passed)."""
+    from flayer.compose import compose_dict
+    from flayer.experiment import prepare
+    from flayer.rundir import open_continuation
+    from flayer.validation import validate
+
+    resume = job.resume
+    run_dir = Path(str(resume)).expanduser() if resume not in (None, "auto") else new_dir
+    going_on = (open_continuation(run_dir, str(resume), overrides, compose_dict)
+                if resume is not None else None)
+    if going_on is None:
+        prepare(job, run_dir)
+    elif not going_on.complete:
+        validate(to_config(going_on.dcfg))

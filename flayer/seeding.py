@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch only where a torch stream is asked for: settings checks stay light
+    import torch
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -19,6 +22,8 @@ def rng_for(seed: int, *parts: object) -> np.random.Generator:
 
 
 def torch_generator(seed: int, *parts: object) -> torch.Generator:
+    import torch
+
     gen = torch.Generator()
     gen.manual_seed(derive_seed(seed, *parts))
     return gen

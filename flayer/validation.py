@@ -4,45 +4,35 @@ its value and what is allowed (DataError when the data cannot be split as asked)
 from __future__ import annotations
 
 from flayer.catalog import METHODS
+from flayer.checks import check_settings
 from flayer.config import Config
-from flayer.data.federated import client_splits, dataset, source_of
-from flayer.data.partitioners import PARTITIONERS
+from flayer.data.federated import client_splits, dataset, pool_size, source_of
 from flayer.data.source import DataSource
-from flayer.errors import ConfigError, DataError, require
+from flayer.data.subset import described, refuse_fraction
+from flayer.errors import ConfigError, DamagedFile, DataError, require
 from flayer.layers import LayerMap
 from flayer.method import build_model
 
 
 def validate(cfg: Config) -> None:
-    require(cfg.num_rounds >= 0, "num_rounds", cfg.num_rounds, "must be >= 0")
-    require(cfg.num_clients >= 1, "num_clients", cfg.num_clients, "must be >= 1")
-    require(0 < cfg.join_ratio <= 1, "join_ratio", cfg.join_ratio, "must be in (0, 1]")
-    require(cfg.eval_every >= 1, "eval_every", cfg.eval_every, "must be >= 1")
-    require(0 < cfg.eval_fraction <= 1, "eval_fraction", cfg.eval_fraction, "must be in (0, 1]")
-    require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
-    require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
-    require(cfg.local_epochs >= 1, "local_epochs", cfg.local_epochs, "must be >= 1")
-    require(cfg.lr is None or cfg.lr > 0, "lr", cfg.lr, "must be > 0 (or null for the model's)")
-    require(cfg.model.lr > 0, "model.lr", cfg.model.lr, "must be > 0")
-    require(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device,
-             "must be one of auto, cpu, cuda")
+    check_settings(cfg)  # those that need neither data nor model (no torch): first
     if cfg.device == "cuda":
         import torch
 
         require(torch.cuda.is_available(), "device", cfg.device,
                  "CUDA is not available on this machine; use auto or cpu")
-    require(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every,
-            "must be >= 1 (rounds between checkpoints)")
-    require(cfg.checkpoint_keep >= 1, "checkpoint_keep", cfg.checkpoint_keep,
-            "must be >= 1 (checkpoints kept)")
-    _check_backend(cfg)
     source = source_of(cfg)
+    if not source.partitioned:
+        refuse_fraction(cfg.dataset.fraction, f"{source.name} data, which brings its own clients")
     try:
         source.check()
+    except DamagedFile:
+        raise  # the data is there but damaged: named as it is
     except DataError as exc:
         raise ConfigError("dataset.path", cfg.dataset.path, str(exc)) from None
     if source.partitioned:
-        _check_partition(cfg, source.num_samples(), source.name, _known_classes(source))
+        cfg.partition.check(cfg, pool_size(cfg), described(source.name, cfg.dataset.fraction),
+                            _known_classes(source))
     else:
         clients = source.num_clients()
         require(cfg.num_clients == clients, "num_clients", cfg.num_clients,
@@ -54,46 +44,8 @@ def validate(cfg: Config) -> None:
     METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
 
 
-def _check_backend(cfg: Config) -> None:
-    b = cfg.backend
-    require(b.client_cpus > 0, "backend.client_cpus", b.client_cpus, "must be > 0")
-    require(b.client_gpus is None or b.client_gpus >= 0, "backend.client_gpus", b.client_gpus,
-             "must be >= 0 (or null for automatic)")
-    require(b.address is None or _is_ray_address(b.address), "backend.address", b.address,
-            "must be auto, host:port (a Ray head's GCS address), or null for a private Ray "
-            "instance")
-    require(b.address is None or b.num_cpus is None, "backend.num_cpus", b.num_cpus,
-            "must be null with backend.address (the cluster's machines say what they have)")
-    require(b.num_cpus is None or b.num_cpus >= b.client_cpus, "backend.num_cpus", b.num_cpus,
-             f"must be >= backend.client_cpus ({b.client_cpus}) or null for all")
-    require(b.round_timeout > 0, "backend.round_timeout", b.round_timeout, "must be > 0 seconds")
-    require(b.executors is None or b.executors >= 1, "backend.executors", b.executors,
-            "must be >= 1, or null for as many as Ray runs at once")
-    require(b.state_dir is None or bool(str(b.state_dir).strip()), "backend.state_dir",
-            b.state_dir, "must name a folder, or be null for the run folder's state/")
-
-
-def _is_ray_address(address: str) -> bool:
-    if address == "auto":
-        return True
-    host, _, port = address.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
-
-
 def _known_classes(source: DataSource) -> int | None:
     """The number of classes where the dataset fixes it without data (else None: the
     partitioner then checks against the labels themselves)."""
     spec = source.static_spec(source.cfg)
     return spec.num_classes if spec is not None else None
-
-
-def _check_partition(cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
-    """The scheme must be known and its settings of that scheme's class (partition.name
-    changed alone would hand one scheme another's settings); the settings check the rest."""
-    p = cfg.partition
-    require(p.name in PARTITIONERS, "partition.name", p.name,
-            f"must be one of {', '.join(PARTITIONERS.names())}")
-    require(isinstance(p, PARTITIONERS.get(p.name).settings), "partition.name", p.name,
-            f"must be the scheme of the chosen settings ({type(p).__name__}); choose the "
-            f"scheme with partition={p.name}, not partition.name")
-    p.check(cfg, pool, dataset, classes)

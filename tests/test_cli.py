@@ -52,8 +52,8 @@ def test_bad_setting_is_named_with_its_value(fake_fmnist, cache_dir, override, s
 def test_bad_setting_exits_2_before_any_simulation(base, tmp_path):
     out = run_py(*base, "partition.alpha=-1")
     assert out.returncode == 2, out.stderr[-2000:]
-    assert "bad setting partition.alpha=-1.0: must be > 0" in out.stderr
-    assert not (tmp_path / "run" / "metrics.csv").exists()
+    assert out.stderr == "error: bad setting partition.alpha=-1.0: must be > 0\n"
+    assert not (tmp_path / "run").exists()  # no run folder, no run.log
 
 
 def test_a_split_that_cannot_be_made_exits_2(base):
@@ -67,14 +67,20 @@ def test_missing_data_directory(base, tmp_path):
     out = run_py(*base, f"dataset.path={tmp_path / 'nowhere'}")
     assert out.returncode == 2
     assert "dataset.path" in out.stderr and "dataset-fashion-mnist" in out.stderr
+    assert not (tmp_path / "run").exists()  # refused with the data: still nothing left
 
 
-@pytest.mark.parametrize(("override", "named"),
-                         [("no_such_key=1", "no_such_key"), ("strategy=nope", "nope")])
-def test_hydra_composition_errors(base, override, named):
+@pytest.mark.parametrize(("override", "line"), [
+    ("no_such_key=1", "error: unknown setting 'no_such_key' (run-wide settings and groups: "),
+    ("strategy=nope", "error: unknown strategy 'nope' (choose one of: apfl, ditto, "),
+    ("num_rounds=abc", "error: bad setting num_rounds='abc': Value 'abc' of type 'str' could "
+                       "not be converted to Integer"),
+])
+def test_hydra_composition_errors(base, tmp_path, override, line):
     out = run_py(*base, override)
-    assert out.returncode == 1
-    assert named in out.stderr
+    assert out.returncode == 2
+    assert out.stderr.startswith(line) and out.stderr.count("\n") == 1, out.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_wrong_type_is_a_composition_error(fake_fmnist):
@@ -102,6 +108,7 @@ def test_a_run_directory_with_results_is_refused_and_kept(base, tmp_path):
     assert "already holds results" in out.stderr
     assert (run_dir / "metrics.csv").read_text() == "round\n0\n"
     assert (run_dir / "config.yaml").read_text() == "old: config\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "metrics.csv"]
 
 
 def test_resuming_a_folder_that_is_not_a_run_exits_2(base, tmp_path):
@@ -109,3 +116,4 @@ def test_resuming_a_folder_that_is_not_a_run_exits_2(base, tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "bad setting resume=" in out.stderr
     assert f"{tmp_path / 'nowhere'} does not exist" in out.stderr
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "run").exists()

@@ -22,10 +22,10 @@ def drift(group: str, file: Path) -> list[str]:
     entry of its defaults list)."""
     register_schemas()
     yaml = OmegaConf.load(file)
-    schema_name = yaml.defaults[0]
-    if not str(schema_name).endswith("_schema"):
+    schema_name = str(yaml.defaults[0]).lstrip("/")  # schemas are stored at the top level
+    if not schema_name.endswith("_schema"):
         return [f"{file.name} names no schema first in its defaults"]
-    schema = ConfigStore.instance().load(f"{group}/{schema_name}.yaml").node
+    schema = ConfigStore.instance().load(f"{schema_name}.yaml").node
     settings = set(schema.keys())  # `in schema` is False for a MISSING field
     problems = []
     for key, value in yaml.items():
@@ -50,4 +50,4 @@ def test_a_drifted_or_unknown_value_is_caught(tmp_path):
     drifted = tmp_path / "ditto.yaml"
     drifted.write_text(text.replace("lam: 0.1", "lam: 0.2") + "mu: 1\n")
     assert drift("strategy", drifted) == ["lam=0.2, the schema's default is 0.1",
-                                          "mu is not a setting of ditto_schema"]
+                                          "mu is not a setting of strategy_ditto_schema"]

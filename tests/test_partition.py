@@ -7,10 +7,11 @@ from omegaconf import OmegaConf
 
 from flayer.config import PartitionConfig
 from flayer.data.federated import client_splits, load_client, splits_file
-from flayer.data.partitioners import PARTITIONERS, partition_schemas
+from flayer.data.partitioners import PARTITIONERS
 from flayer.data.partitioners.dirichlet import DirichletConfig, dirichlet
 from flayer.data.split import holdout, train_test_split
 from flayer.errors import ConfigError, DataError
+from flayer.schemas import option_schemas, schema_name
 from flayer.validation import validate
 from tests.helpers import CONF, make_config
 
@@ -73,15 +74,15 @@ def test_the_summary_names_the_scheme_and_alpha():
 
 
 def test_every_scheme_has_a_schema_its_yaml_names():
-    schemas = partition_schemas()
-    assert set(schemas) == {f"{name}_schema" for name in PARTITIONERS}
+    schemas = option_schemas()
     assert {"dirichlet", "iid", "pathological"} <= set(PARTITIONERS)
     for name in PARTITIONERS:
         settings = PARTITIONERS.get(name).settings
-        assert schemas[f"{name}_schema"] is settings and settings.name == name
+        assert schemas[schema_name("partition", name)] is settings and settings.name == name
         assert issubclass(settings, PartitionConfig)
         conf = OmegaConf.load(CONF / "partition" / f"{name}.yaml")
-        assert conf["defaults"][0] == f"{name}_schema" and conf["name"] == name
+        assert conf["defaults"][0] == f"/{schema_name('partition', name)}"
+        assert conf["name"] == name
     assert sorted(f.stem for f in (CONF / "partition").glob("*.yaml")) == PARTITIONERS.names()
 
 

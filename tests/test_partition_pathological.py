@@ -94,7 +94,8 @@ def test_more_shares_of_a_class_than_samples_is_a_clear_error():
 
 
 @pytest.mark.parametrize(("override", "setting", "text"), [
-    ("partition.classes_per_client=0", "partition.classes_per_client", "from 1 to 10"),
+    ("partition.classes_per_client=0", "partition.classes_per_client",
+     "from 1 to the number of classes of fmnist"),  # refused before the data is known
     ("partition.classes_per_client=11", "partition.classes_per_client", "from 1 to 10"),
     ("partition.class_assignment=even", "partition.class_assignment", "first-deterministic"),
 ])

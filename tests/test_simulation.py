@@ -51,6 +51,7 @@ def test_flayer_learns_on_real_fashion_mnist(tmp_path):
            "num_rounds=3", f"hydra.run.dir={run_dir}")
     for name in ("config.yaml", "metrics.csv", "clients.csv", "summary.json", "accuracy.png"):
         assert (run_dir / name).is_file(), name
+    assert f"results in {run_dir}" in (run_dir / "run.log").read_text()  # the run's own log
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["complete"] and summary["method"] == "flayer"
     assert summary["final_accuracy"] > 0.8  # chance is 0.1

@@ -1,10 +1,3 @@
 """FLAYER (Chen et al., "Optimizing Personalized Federated Learning through Adaptive
-Layer-Wise Learning", IJCAI 2025): settings, client side and server side, registered as
-"flayer"."""
-
-from flayer.flayer.client import FlayerClient
-from flayer.flayer.server import FlayerStrategy
-from flayer.flayer.settings import FlayerConfig
-from flayer.method import register_method
-
-register_method("flayer", FlayerConfig, FlayerClient, FlayerStrategy)
+Layer-Wise Learning", IJCAI 2025): settings (settings.py, no torch), client side and server
+side; flayer.flayer.method registers them as "flayer"."""

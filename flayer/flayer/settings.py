@@ -1,4 +1,5 @@
-"""FLAYER's settings and its reference constants per model.
+"""FLAYER's settings and its reference constants per model (no torch: the schema Hydra checks
+conf/strategy/flayer.yaml against is registered before the method is imported).
 
 Settings (conf/strategy/flayer.yaml; null = the reference value for the run's model, below):
   local_init        layer-wise local initialization; off = plain copy of the global model
@@ -18,11 +19,12 @@ Settings (conf/strategy/flayer.yaml; null = the reference value for the run's mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flayer.config import Config, StrategyConfig
-from flayer.layers import LayerMap
-from flayer.strategy import SYNC_MODES
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class FlayerConfig(StrategyConfig):
     head_rate: float | None = None
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
+        from flayer.strategy import SYNC_MODES  # the check runs once the model is built
+
         self.require(self.sync in SYNC_MODES, "sync", self.sync,
                      f"must be one of {', '.join(SYNC_MODES)}")
         self.require(self.accuracy_source in ("test", "val"), "accuracy_source",

@@ -1,9 +1,11 @@
 """Label partitioners: labels -> one index array per client.
 
 One module per scheme holds its split function and its settings class (a PartitionConfig
-subclass with its own `check`), registered together by the scheme's name. Every module in this
-package is imported, so a new scheme is its module, its conf/partition/<name>.yaml (whose
-defaults name `<name>_schema`) and its test, with no import line elsewhere.
+subclass with its own `check_settings` and, where the data matters, `check`), registered
+together by the scheme's name. Every module in this package is imported, so a new scheme is
+its module, its conf/partition/<name>.yaml (whose defaults name `/partition_<name>_schema`) and
+its test, with no import line elsewhere. A module imports its data libraries inside its split
+function: the settings are read and checked without them (and without torch).
 """
 
 from __future__ import annotations
@@ -50,12 +52,6 @@ def register_partitioner(settings: type[S]) -> Callable[[Split[S]], Split[S]]:
         return split
 
     return add
-
-
-def partition_schemas() -> dict[str, type[PartitionConfig]]:
-    """Every scheme's settings class by the schema name its conf/partition/<name>.yaml
-    names, for Hydra's ConfigStore group "partition"."""
-    return {f"{name}_schema": PARTITIONERS.get(name).settings for name in PARTITIONERS}
 
 
 def load_partitions(partitioner: Any, num_clients: int) -> list[np.ndarray]:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner
 
 from flayer.config import Config, PartitionConfig
 from flayer.data.partitioners import load_partitions, register_partitioner
@@ -21,9 +19,9 @@ class DirichletConfig(PartitionConfig):
     name: str = "dirichlet"
     alpha: float = 0.1  # concentration: small = few classes per client, large = close to IID
 
-    def check(self, cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
+    def check_settings(self, cfg: Config) -> None:
         require(self.alpha > 0, "partition.alpha", self.alpha, "must be > 0")
-        super().check(cfg, pool, dataset, classes)
+        super().check_settings(cfg)
 
     def summary_fields(self) -> dict[str, Any]:
         """alpha sets how skewed the clients are, so a result means nothing without it."""
@@ -34,6 +32,10 @@ class DirichletConfig(PartitionConfig):
 def dirichlet(
     labels: np.ndarray, num_clients: int, cfg: DirichletConfig, min_size: int, seed: int
 ) -> list[np.ndarray]:
+    # here, not at the top: they load torch and Arrow, which no check of a config needs
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner
+
     table = Dataset.from_dict({"label": labels, "idx": np.arange(len(labels), dtype=np.int64)})
     partitioner = DirichletPartitioner(
         num_partitions=num_clients,

@@ -10,13 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from datasets import Dataset
-from flwr_datasets.partitioner import IidPartitioner
 
 from flayer.config import PartitionConfig
 from flayer.data.partitioners import load_partitions, register_partitioner
 from flayer.errors import DataError
-from flayer.seeding import rng_for
 
 
 @dataclass
@@ -32,6 +29,12 @@ def iid(
     labels: np.ndarray, num_clients: int, cfg: IidConfig, min_size: int, seed: int
 ) -> list[np.ndarray]:
     """Shards of sizes that differ by at most one (the first n mod num_clients get one more)."""
+    # here, not at the top: they load torch and Arrow, which no check of a config needs
+    from datasets import Dataset
+    from flwr_datasets.partitioner import IidPartitioner
+
+    from flayer.seeding import rng_for
+
     smallest = len(labels) // num_clients
     if smallest < min_size:
         raise DataError(

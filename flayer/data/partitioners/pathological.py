@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasets import Dataset
-from flwr_datasets.partitioner import PathologicalPartitioner
 
 from flayer.config import Config, PartitionConfig
 from flayer.data.partitioners import load_partitions, register_partitioner
 from flayer.errors import DataError, require
-from flayer.seeding import rng_for
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +37,10 @@ class PathologicalConfig(PartitionConfig):
     # or "random" (any classes, drawn with the run seed).
     classes_per_client: int = 2
     class_assignment: str = "first-deterministic"
+
+    def check_settings(self, cfg: Config) -> None:
+        self.check_classes(None, cfg.dataset.name)
+        super().check_settings(cfg)
 
     def check(self, cfg: Config, pool: int, dataset: str, classes: int | None) -> None:
         self.check_classes(classes, dataset)
@@ -67,6 +68,12 @@ class PathologicalConfig(PartitionConfig):
 def pathological(
     labels: np.ndarray, num_clients: int, cfg: PathologicalConfig, min_size: int, seed: int
 ) -> list[np.ndarray]:
+    # here, not at the top: they load torch and Arrow, which no check of a config needs
+    from datasets import Dataset
+    from flwr_datasets.partitioner import PathologicalPartitioner
+
+    from flayer.seeding import rng_for
+
     k, mode = cfg.classes_per_client, cfg.class_assignment
     classes = np.unique(labels)
     cfg.check_classes(len(classes), "the data")

@@ -1,0 +1,43 @@
+"""FedALA's settings: the schema of conf/strategy/fedala.yaml and its checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flayer.config import Config, StrategyConfig
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
+
+
+@dataclass
+class FedAlaConfig(StrategyConfig):
+    name: str = "fedala"
+    eta_w: float = 1.0
+    rand_percent: float = 80.0
+    P: int = 2
+    threshold: float = 0.1
+    num_pre_loss: int = 10
+    max_start_passes: int = 100
+    sync: str = "eager"
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        from flayer.strategy import SYNC_MODES
+
+        self.require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
+                     "must be a finite number > 0")
+        self.require(0 < self.rand_percent <= 100, "rand_percent", self.rand_percent,
+                     "must be in (0, 100]")
+        self.require(1 <= self.P <= layers.num_tensors, "P", self.P,
+                     f"must be in [1, {layers.num_tensors}] (parameter tensors of "
+                     f"{cfg.model.name})")
+        self.require(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
+                     self.threshold, "must be a finite number > 0")
+        self.require(self.num_pre_loss >= 2, "num_pre_loss", self.num_pre_loss,
+                     "must be >= 2 (a std of one loss is always 0)")
+        self.require(self.max_start_passes >= 1, "max_start_passes", self.max_start_passes,
+                     "must be >= 1")
+        self.require(self.sync in SYNC_MODES, "sync", self.sync,
+                     f"must be one of {', '.join(SYNC_MODES)}")

@@ -1,0 +1,12 @@
+"""FedAvg's settings: the schema of conf/strategy/fedavg.yaml and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flayer.config import StrategyConfig
+
+
+@dataclass
+class FedAvgConfig(StrategyConfig):
+    name: str = "fedavg"

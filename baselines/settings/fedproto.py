@@ -1,0 +1,25 @@
+"""FedProto's settings: the schema of conf/strategy/fedproto.yaml and its checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flayer.config import Config, StrategyConfig
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
+
+
+@dataclass
+class FedProtoConfig(StrategyConfig):
+    name: str = "fedproto"
+    lamda: float = 1.0
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        from flayer.layers import require_linear_head
+
+        self.require(math.isfinite(self.lamda) and self.lamda >= 0, "lamda", self.lamda,
+                     "must be a finite number >= 0")
+        require_linear_head(layers, cfg.model.name, "fedproto")

@@ -1,0 +1,24 @@
+"""FedRep's settings: the schema of conf/strategy/fedrep.yaml and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from baselines.settings.fedper import FedPerConfig
+from flayer.config import Config
+from flayer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
+
+
+@dataclass
+class FedRepConfig(FedPerConfig):
+    name: str = "fedrep"
+    head_epochs: int = 1
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        super().check(cfg, layers)
+        if self.head_epochs < 1:
+            raise ConfigError("strategy.head_epochs", self.head_epochs, "must be >= 1")

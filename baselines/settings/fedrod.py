@@ -1,0 +1,21 @@
+"""FedRoD's settings: the schema of conf/strategy/fedrod.yaml and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flayer.config import Config, StrategyConfig
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
+
+
+@dataclass
+class FedRoDConfig(StrategyConfig):
+    name: str = "fedrod"
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        from flayer.layers import require_linear_head
+
+        require_linear_head(layers, cfg.model.name, "fedrod")

@@ -1,0 +1,23 @@
+"""LG-FedAvg's settings: the schema of conf/strategy/lgfedavg.yaml and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flayer.config import Config, StrategyConfig
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
+
+
+@dataclass
+class LGFedAvgConfig(StrategyConfig):
+    name: str = "lgfedavg"
+    global_layers: int = 1
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        top = layers.num_layers - 1
+        self.require(1 <= self.global_layers <= top, "global_layers", self.global_layers,
+                     f"must be in [1, {top}] ({cfg.model.name} has {layers.num_layers} layers "
+                     "and at least one must stay local)")

@@ -1,0 +1,26 @@
+"""Per-FedAvg's settings: the schema of conf/strategy/perfedavg.yaml and its checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flayer.config import Config, StrategyConfig
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
+
+
+@dataclass
+class PerFedAvgConfig(StrategyConfig):
+    name: str = "perfedavg"
+    beta: float | None = None
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        self.require(self.beta is None or (math.isfinite(self.beta) and self.beta > 0), "beta",
+                     self.beta, "must be null (the run's learning rate) or a finite number > 0")
+
+    def meta_rate(self, cfg: Config) -> float:
+        """beta: the setting, else the run's learning rate."""
+        return cfg.learning_rate if self.beta is None else self.beta

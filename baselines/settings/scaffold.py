@@ -1,0 +1,22 @@
+"""SCAFFOLD's settings: the schema of conf/strategy/scaffold.yaml and its checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flayer.config import Config, StrategyConfig
+
+if TYPE_CHECKING:
+    from flayer.layers import LayerMap
+
+
+@dataclass
+class ScaffoldConfig(StrategyConfig):
+    name: str = "scaffold"
+    server_lr: float = 1.0
+
+    def check(self, cfg: Config, layers: LayerMap) -> None:
+        self.require(math.isfinite(self.server_lr) and self.server_lr > 0, "server_lr",
+                     self.server_lr, "must be a finite number > 0")
