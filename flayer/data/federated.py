@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -15,7 +16,11 @@ from flayer.data.partitioners import PARTITIONERS
 from flayer.data.source import DataSource
 from flayer.data.sources import DATASETS
 from flayer.data.split import ClientSplit, holdout, train_test_split
+from flayer.data.subset import pool_subset, subset_size
+from flayer.errors import READ_ERRORS
 from flayer.seeding import rng_for
+
+log = logging.getLogger(__name__)
 
 
 def source_of(cfg: Config) -> DataSource:
@@ -23,8 +28,13 @@ def source_of(cfg: Config) -> DataSource:
     return DATASETS.get(cfg.dataset.name)(cfg.dataset)
 
 
+def pool_size(cfg: Config) -> int:
+    """Samples the clients are cut from: the pool, or its share (`dataset.fraction`)."""
+    return subset_size(source_of(cfg).num_samples(), cfg.dataset.fraction)
+
+
 def min_partition_size(cfg: Config) -> int:
-    return cfg.partition.least_size(source_of(cfg).num_samples(), cfg.num_clients)
+    return cfg.partition.least_size(pool_size(cfg), cfg.num_clients)
 
 
 def cache_root(cfg: Config) -> Path:
@@ -37,11 +47,25 @@ def pool_files(cfg: Config) -> tuple[Path, Path]:
     source = source_of(cfg)
     folder = cache_root(cfg) / "pools" / f"{source.name}-{source.fingerprint()}"
     x_file, y_file = folder / "x.npy", folder / "y.npy"
-    if not (x_file.exists() and y_file.exists()):
+    if not _whole_pool(x_file, y_file):
         pool = source.load()
         save_array_atomic(x_file, pool.x)
         save_array_atomic(y_file, pool.y)
     return x_file, y_file
+
+
+def _whole_pool(x_file: Path, y_file: Path) -> bool:
+    """Whether the cached pool is there and whole (a cut or emptied cache file is made again
+    from the data, saying so: it holds nothing the data does not)."""
+    if not (x_file.exists() and y_file.exists()):
+        return False
+    try:
+        whole = len(np.load(x_file, mmap_mode="r")) == len(np.load(y_file, mmap_mode="r"))
+    except READ_ERRORS:
+        whole = False
+    if not whole:
+        log.warning("the cached pool in %s is damaged; decoding the data again", x_file.parent)
+    return whole
 
 
 # the few files a process reads (a pool's x and y), each mapped once
@@ -72,6 +96,8 @@ def _splits_file(cfg: Config) -> Path:
     name = "given"
     if source.partitioned:
         settings.update(partition=vars(cfg.partition), min_size=min_partition_size(cfg))
+        if cfg.dataset.fraction < 1:  # only then: the whole pool's files keep their names
+            settings.update(fraction=cfg.dataset.fraction)
         name = cfg.partition.name
     return cache_root(cfg) / "splits" / f"{source.name}-{name}-{cache_key(settings)}.npz"
 
@@ -79,7 +105,12 @@ def _splits_file(cfg: Config) -> Path:
 def client_splits(cfg: Config) -> list[ClientSplit]:
     """Every client's train/test indices; computed once per setting, then read from disk."""
     file = splits_file(cfg)
-    return _read_splits(str(file), cfg.num_clients) if file.exists() else _make_splits(file, cfg)
+    if file.exists():
+        try:
+            return _read_splits(str(file), cfg.num_clients)
+        except READ_ERRORS:  # seeded: made again, they are the same splits
+            log.warning("the cached client splits %s are damaged; making them again", file)
+    return _make_splits(file, cfg)
 
 
 def _make_splits(file: Path, cfg: Config) -> list[ClientSplit]:
@@ -89,9 +120,13 @@ def _make_splits(file: Path, cfg: Config) -> list[ClientSplit]:
     else:
         _, y_file = pool_files(cfg)
         labels = np.asarray(_memmap(str(y_file)))
+        subset = pool_subset(len(labels), cfg.dataset.fraction, cfg.seed)
         parts = PARTITIONERS.get(cfg.partition.name).split(
-            labels, cfg.num_clients, cfg.partition, min_partition_size(cfg), cfg.seed
+            labels if subset is None else labels[subset], cfg.num_clients, cfg.partition,
+            min_partition_size(cfg), cfg.seed
         )
+        if subset is not None:  # positions in the subset -> indices into the pool
+            parts = [subset[idx] for idx in parts]
         splits = [
             train_test_split(idx, cfg.partition.train_fraction, rng_for(cfg.seed, "split", k))
             for k, idx in enumerate(parts)

@@ -30,8 +30,11 @@ from flayer.data.source import DataSource, DataSpec
 from flayer.data.sources import DATASETS
 from flayer.data.sources.pfllib import read_client_file
 from flayer.data.split import holdout, train_test_split
+from flayer.data.subset import refuse_fraction
 from flayer.errors import DataError
 from flayer.seeding import rng_for
+
+NODE_DATA = "a node's own data (node config data-dir), which it uses whole"
 
 
 def static_spec(cfg: Config) -> DataSpec | None:
@@ -128,6 +131,7 @@ _NODES: Memo[ClientData] = Memo("a node's own data as one client's",
 def load_node_data(cfg: Config, data_dir: str, partition_id: int,
                    val_fraction: float = 0.0) -> ClientData:
     """The node's own samples as one client's data (loaded once per process)."""
+    refuse_fraction(cfg.dataset.fraction, NODE_DATA)
     key = (astuple(replace(cfg.dataset, path=data_dir)), cfg.seed,
            cfg.partition.train_fraction, partition_id, val_fraction)
     return _NODES.get(key, lambda: _load(cfg, data_dir, partition_id, val_fraction))

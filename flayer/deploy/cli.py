@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from flayer.deploy.local import DeployError, LocalDeployment
-from flayer.deploy.security import TlsFiles, make_tls
+from flayer.deploy.security import TlsFiles, check_tls, make_tls
 from flayer.errors import ConfigError, DataError
 
 log = logging.getLogger("flayer.deploy")
@@ -65,13 +65,17 @@ def check(overrides: list[str], own_data: bool) -> None:
     With the nodes' own data the data checks are left to the nodes."""
     from flayer.compose import compose_dict, deployed_overrides
     from flayer.config import to_config
+    from flayer.data.node import NODE_DATA
+    from flayer.data.subset import refuse_fraction
     from flayer.validation import validate
 
     try:
         cfg = to_config(compose_dict(shlex.split(deployed_overrides(shlex.join(overrides)))))
     except Exception as exc:  # Hydra's and OmegaConf's errors name the bad override
         raise DeployError(f"the overrides do not compose: {exc}") from None
-    if not own_data:
+    if own_data:
+        refuse_fraction(cfg.dataset.fraction, NODE_DATA)
+    else:
         validate(cfg)
 
 
@@ -81,6 +85,7 @@ def _tls(args: argparse.Namespace) -> TlsFiles | None:
     d = args.tls_dir.expanduser().resolve()
     files = TlsFiles(d / "ca.crt", d / "server.crt", d / "server.key")
     if all(f.is_file() for f in (files.ca_cert, files.server_cert, files.server_key)):
+        check_tls(files)
         return files
     return make_tls(d)
 
