@@ -10,6 +10,7 @@ SUM_DEN = "sum.den"  # ArrayRecord: the weight behind each summed tensor (or ele
 UPLOAD_SPEC = "upload-spec"  # ConfigRecord: what a train reply must hold: name -> [kept, *shape]
 CLIENT_PREFIX = "client."  # MetricRecord per client served: "client.<partition id>"
 FAILED_PREFIX = "failed."  # ConfigRecord per client whose work failed: "failed.<partition id>"
+RUN_ERROR = "run-error"  # ConfigRecord: the run cannot go on (its data or storage is damaged)
 
 # ConfigRecord keys (server -> client)
 SERVER_ROUND = "server-round"

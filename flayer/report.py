@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from flayer.errors import DataError
 from flayer.results.comparison import report  # the work; this module is the command line
 
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         text, out = report(args.paths, args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(text)

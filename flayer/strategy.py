@@ -32,6 +32,7 @@ from torch import nn
 from flayer import keys
 from flayer.aggregation import WeightedSum, weighted_mean
 from flayer.config import Config, StrategyConfig
+from flayer.errors import RunError
 from flayer.layers import LayerMap
 from flayer.method import shared_params
 from flayer.pause import hold
@@ -136,12 +137,11 @@ class PflStrategy:
         if server_round == 0:
             self.prepare_round0(grid, rec, timeout)
         else:
-            replies = grid.send_and_receive(self.configure_train(server_round, rec),
-                                            timeout=timeout)
+            replies = exchange(grid, self.configure_train(server_round, rec), timeout)
             self.aggregate_train(server_round, replies, rec)
             if self.evaluate_targets(server_round):
                 self.roster.refresh(grid, server_round)
-        replies = grid.send_and_receive(self.configure_evaluate(server_round), timeout=timeout)
+        replies = exchange(grid, self.configure_evaluate(server_round), timeout)
         self.aggregate_evaluate(server_round, replies, rec)
         rec.model_version = self.version
         rec.seconds = time.perf_counter() - start
@@ -310,6 +310,16 @@ class PflStrategy:
         if server_round == 0:
             rec.failures += self.cfg.num_clients - len(self.roster.partitions)
         rec.clients.sort(key=lambda c: c.partition_id)
+
+
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+    """Send the messages and collect their replies; RunError where a reply says the run
+    cannot go on (a damaged client state file, the run's data), before any reply is used."""
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    for msg in replies:
+        if not msg.has_error() and keys.RUN_ERROR in msg.content.config_records:
+            raise RunError(str(msg.content.config_records[keys.RUN_ERROR][keys.REASON]))
+    return replies
 
 
 def cohorts(messages: Iterable[Message]) -> list[int]:

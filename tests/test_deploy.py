@@ -4,6 +4,7 @@ Python process); every process a test starts is checked to be gone when it ends.
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -175,7 +176,8 @@ def test_tls_with_certificates_made_by_the_test_and_nodes_with_their_own_cifar10
         common, tmp_path, cache_dir):
     """The one-machine command with TLS from the README's openssl commands; each SuperNode
     brings its own CIFAR-10 data (a folder in the hub's save_to_disk format, PFLlib client
-    files), the SuperLink none: it builds the model from the dataset's fixed spec."""
+    files), the SuperLink none: no dataset.path, no hub (unreachable, nothing in the Hugging
+    Face cache), so it builds the model from the dataset's fixed spec."""
     certs = tmp_path / "certs"
     certs.mkdir()
     made = subprocess.run(["bash", "-euc", README_CERTS], cwd=certs, capture_output=True,
@@ -188,11 +190,11 @@ def test_tls_with_certificates_made_by_the_test_and_nodes_with_their_own_cifar10
            "--tls-dir", str(certs), "--data-dir", str(own),
            "--data-dir", str(tmp_path / "node-1-data"),
            "--work-dir", str(tmp_path / "work"), "--output-dir", str(tmp_path / "out"),
-           "strategy=fedavg", "num_rounds=1", "dataset=cifar10",
-           f"dataset.path={tmp_path / 'not-on-this-host'}",
-           f"cache_dir={cache_dir}"]
+           "strategy=fedavg", "num_rounds=1", "dataset=cifar10", f"cache_dir={cache_dir}"]
+    no_hub = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens there
+              "HF_HOME": str(tmp_path / "empty-hf-home")}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=no_hub)
     seen: set[int] = set()
     while proc.poll() is None:  # everything the command started, while it runs
         seen |= members({proc.pid})

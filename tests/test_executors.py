@@ -1,7 +1,7 @@
 """The simulation's layout: a few executors serve every client in cohorts, keep each client's
 state in the store, and sum their clients' uploads. It gives the numbers of one node per client
 (the layout of real machines), holds only what each method keeps, and counts a client whose
-work fails as a failure of that client alone."""
+computation fails as a failure of that client alone."""
 
 import numpy as np
 import pytest
@@ -57,11 +57,16 @@ def test_the_store_holds_what_each_method_keeps(small, tmp_path, method, kept):
 
 
 def test_a_client_whose_work_fails_is_a_failure_of_its_own(small, tmp_path):
-    cfg = small("strategy=fedavg", "num_clients=4", "num_rounds=2")
+    """A client's computation failing (here: a personal head of the wrong shape, which its
+    method cannot load) is that client's failure; the run goes on. A state file that cannot
+    be read at all is the run's storage failing instead (tests/test_damaged_runs.py)."""
+    cfg = small("strategy=fedper", "num_clients=4", "num_rounds=2")
 
     def break_client_2(rec, grid):
-        if rec.round == 0:  # its state file becomes unreadable
-            grid.store.file(2).write_bytes(b"not an npz")
+        if rec.round == 0:
+            saved = grid.store.load(2)
+            saved.arrays = {k: np.zeros((3, 3), np.float32) for k in saved.arrays}
+            grid.store.save(2, saved)
 
     _, records, _ = run_executors(cfg, tmp_path / "store", on_round=break_client_2)
     r1 = records[1]

@@ -11,7 +11,9 @@
   checked against the method's declaration first) and one metrics record per client.
 
 Either way a reply holds one record per client (`keys.client_record`), or a failure record
-(`keys.failed_record`) for a client whose work failed.
+(`keys.failed_record`) for a client whose work failed. A client's failure is its computation
+failing; what the run stands on failing (a damaged client state file, or in simulation the
+run's data) is the run's: the reply is then one `keys.RUN_ERROR` record, and the run stops.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from flayer.compose import config_from_overrides, deployed_overrides
 from flayer.config import Config
 from flayer.data.federated import ClientData, load_client
 from flayer.data.node import load_node_data
+from flayer.errors import DamagedFile, DataError
 from flayer.runtime import set_threads, show_info_logs
 from flayer.state.personal import Personal
 from flayer.state.store import ClientStore, NodeStates, Stamp
@@ -80,6 +83,14 @@ def global_of(msg: Message) -> dict[str, np.ndarray]:
 
 def _to_array(value: np.ndarray) -> Array:
     return Array(np.ascontiguousarray(value))
+
+
+def run_error(msg: Message, exc: DataError) -> Message:
+    """The reply that stops the run: what the client stands on is damaged, so no client's
+    result of this run can be trusted to be the run's (`flayer.strategy` raises it)."""
+    log.debug("the run cannot go on: %s", exc)  # the server says so, once
+    return Message(content=RecordDict({keys.RUN_ERROR: ConfigRecord({keys.REASON: str(exc)})}),
+                   reply_to=msg)
 
 
 # ---- a SuperNode: one client, its state in the node's memory ------------------------------
@@ -143,8 +154,11 @@ class NodeClient:
     def train(self, msg: Message) -> Message:
         instructions = self.check_cohort(msg)
         stamp = (int(instructions[keys.SERVER_ROUND]), 0)
-        done = self.runner.train(self.partition_id, instructions,
-                                 self.restore(instructions, stamp), global_of(msg))
+        try:
+            saved = self.restore(instructions, stamp)
+        except DamagedFile as exc:
+            return run_error(msg, exc)
+        done = self.runner.train(self.partition_id, instructions, saved, global_of(msg))
         self.keep(done.state, instructions, stamp)
         content = RecordDict({**encode(done.result.upload),
                               keys.client_record(self.partition_id): MetricRecord(done.metrics)})
@@ -154,8 +168,11 @@ class NodeClient:
         instructions = self.check_cohort(msg)
         do_evaluate = self.partition_id in instructions.get(keys.DO_EVALUATE, [])
         stamp = (int(instructions[keys.SERVER_ROUND]), 1)
-        done = self.runner.evaluate(self.partition_id, instructions,
-                                    self.restore(instructions, stamp), global_of(msg),
+        try:
+            saved = self.restore(instructions, stamp)
+        except DamagedFile as exc:
+            return run_error(msg, exc)
+        done = self.runner.evaluate(self.partition_id, instructions, saved, global_of(msg),
                                     do_evaluate)
         self.keep(done.state, instructions, stamp)
         content = RecordDict({keys.client_record(self.partition_id): MetricRecord(done.metrics)})
@@ -204,6 +221,8 @@ class Executor:
                 contribution, nbytes = checked(done.result.upload, spec, weight)
                 if not math.isfinite(done.result.train_loss):
                     raise ReplyError(f"train loss {done.result.train_loss}")
+            except DataError as exc:  # the run's data or store, not this client's work
+                return run_error(msg, exc)
             except Exception as exc:  # noqa: BLE001 - a client's failure is the server's count
                 self.failed(content, pid, "training", exc, nbytes)
                 continue
@@ -224,6 +243,8 @@ class Executor:
                 done = self.runner.evaluate(pid, instructions, self.store.load(pid),
                                             global_arrays, pid in evaluated)
                 self.store.save(pid, done.state)
+            except DataError as exc:
+                return run_error(msg, exc)
             except Exception as exc:  # noqa: BLE001
                 self.failed(content, pid, "evaluation", exc)
                 continue

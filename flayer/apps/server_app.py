@@ -117,7 +117,9 @@ def run_deployed(grid: Grid, context: Context) -> Path:
             raise ConfigError("resume", "auto", "under flwr run, name the run folder to "
                               "continue: resume=RUN_DIR (on the SuperLink host)")
         run_dir = Path(str(dcfg.resume)).expanduser().resolve()
-        going_on = open_continuation(run_dir, str(dcfg.resume), overrides, compose_dict)
+        # the SuperNodes keep their own state: only the newest checkpoint matches it
+        going_on = open_continuation(run_dir, str(dcfg.resume), overrides, compose_dict,
+                                     fallback=False)
         assert going_on is not None
         if going_on.complete:
             log.info("the run in %s is complete; nothing to do", run_dir)

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from flayer.data.cache import Memo
-from flayer.errors import DataError
+from flayer.errors import DataError, reading
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -199,7 +199,8 @@ class HubData:
                         f"{self.formats} (of {self.hub_id})")
 
     def check(self) -> None:
-        """Cheap: the local copy's format, or that the hub or the local cache may serve it."""
+        """Cheap: the local copy's format, or that the local cache or the hub may serve it (a
+        host without either learns it here, before anything asks for the data's size)."""
         if self.kind != "hub":
             return
         try:
@@ -207,9 +208,14 @@ class HubData:
         except ImportError as exc:
             raise DataError(f"reading {self.hub_id} needs the `datasets` package "
                             f"({exc}); or {self._hint()}") from None
-        if datasets.config.HF_HUB_OFFLINE and not hub_cached(self.hub_id):
+        if hub_cached(self.hub_id):
+            return
+        if datasets.config.HF_HUB_OFFLINE:
             raise DataError(f"{self.hub_id} is not in the local Hugging Face cache and "
                             f"HF_HUB_OFFLINE is set; {self._hint()}")
+        if not hub_online():
+            raise DataError(f"cannot reach the Hugging Face hub for {self.hub_id} (offline, "
+                            f"and it is not in the local Hugging Face cache); {self._hint()}")
 
     def num_rows(self) -> int:
         """Rows of all splits, without decoding any sample."""
@@ -218,7 +224,11 @@ class HubData:
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            return sum(pq.ParquetFile(f).metadata.num_rows for f in self._parquet_files())
+            total = 0
+            for file in self._parquet_files():
+                with self._reading(file, "a parquet file"):
+                    total += pq.ParquetFile(file).metadata.num_rows
+            return total
         return len(self._image_listing()[1])
 
     def fingerprint(self) -> str:
@@ -238,7 +248,10 @@ class HubData:
             files = [f"{f.relative_to(root) if f != root else f.name}:{f.stat().st_size}"
                      for f in found]
             # a re-saved copy may keep its sizes; its state files name the new fingerprint
-            files += [f.read_text(encoding="utf-8") for f in found if f.name == "state.json"]
+            for f in found:
+                if f.name == "state.json":
+                    with self._reading(f, "a save_to_disk state file (UTF-8 JSON)"):
+                        files.append(f.read_text(encoding="utf-8"))
         return _digest([self.kind] + files)
 
     # -- reading -------------------------------------------------------------------------
@@ -255,9 +268,20 @@ class HubData:
         for name in split_order(list(data)):
             ds = data[name]
             self._require(ds.column_names, columns, f"split {name!r}")
-            table = ds.select_columns(list(columns.values())).with_format("arrow")[:]
+            with self._reading(self.path or self.hub_id, f"the split {name!r} of {self.hub_id}"):
+                table = ds.select_columns(list(columns.values())).with_format("arrow")[:]
             out.append(Split(name, table.rename_columns(list(columns))))
         return out
+
+    def _reading(self, file: object, what: str) -> contextlib.AbstractContextManager[None]:
+        """A damaged local copy (or cached hub copy) named, with what to do about it."""
+        import pyarrow as pa
+
+        fix = (f"replace the copy with a whole one; {self._hint()}" if self.path is not None
+               else f"the local Hugging Face cache of {self.hub_id} may be damaged: remove it "
+                    "(huggingface-cli delete-cache, or its folder under ~/.cache/huggingface) "
+                    "and load it again")
+        return _arrow_reading(file, what, fix, pa.ArrowException)
 
     def _where(self) -> str:
         return f"dataset.path {self.path}" if self.path is not None else self.hub_id
@@ -326,13 +350,10 @@ class HubData:
         for name in split_order(list(by_split)):
             tables = []
             for file in by_split[name]:
-                try:
+                with self._reading(file, f"a parquet file with the columns of {self.hub_id}"):
                     schema = pq.read_schema(file)
                     self._require(schema.names, columns, file.name)
                     tables.append(pq.read_table(file, columns=list(columns.values())))
-                except (OSError, pa.ArrowException) as exc:
-                    raise DataError(f"cannot read the parquet file {file} ({exc}); it must "
-                                    f"hold the columns of {self.hub_id}") from None
             table = pa.concat_tables(tables).rename_columns(list(columns))
             out.append(Split(name, table))
         return out
@@ -371,6 +392,17 @@ class HubData:
         )
         label = pa.array([lab for _, lab, _ in files], pa.int64())
         return Split("train", pa.table({"image": image, "label": label}))
+
+
+@contextlib.contextmanager
+def _arrow_reading(file: object, what: str, fix: str,
+                   arrow_error: type[Exception]) -> Iterator[None]:
+    """`flayer.errors.reading`, arrow's own errors included."""
+    with reading(file, what, fix):
+        try:
+            yield
+        except arrow_error as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
 
 def read_labels(column: pa.ChunkedArray, num_classes: int, where: str) -> np.ndarray:

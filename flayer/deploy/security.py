@@ -14,9 +14,12 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from flayer.errors import DamagedFile, reading
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,50 @@ def make_tls(folder: Path, hosts: Sequence[str] = ()) -> TlsFiles:
     for key in ("ca.key", "server.key"):
         (folder / key).chmod(0o600)
     return TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+
+
+TLS_FIX = ("make new ones with the openssl commands in the README (Run on several machines), "
+           "or leave --tls-dir out to have them made")
+
+
+def check_tls(files: TlsFiles) -> None:
+    """Given certificates must be what the SuperLink and its nodes can use: PEM files, the
+    key the server certificate's, the server certificate signed by the CA and valid today.
+    A damaged one is named here, rather than as a SuperLink that never answers."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    def read(file: Path, what: str, load: Callable[[bytes], Any]) -> Any:
+        with reading(file, what, TLS_FIX, also=(UnsupportedAlgorithm,)):
+            return load(file.read_bytes())
+
+    ca = read(files.ca_cert, "a PEM certificate", x509.load_pem_x509_certificate)
+    server = read(files.server_cert, "a PEM certificate", x509.load_pem_x509_certificate)
+    key = read(files.server_key, "a PEM private key",
+               lambda data: serialization.load_pem_private_key(data, password=None))
+    if key.public_key().public_numbers() != server.public_key().public_numbers():
+        raise DamagedFile(files.server_key, f"is not the key of {files.server_cert.name}",
+                          TLS_FIX)
+    signer = ca.public_key()
+    try:
+        if isinstance(signer, ec.EllipticCurvePublicKey):
+            signer.verify(server.signature, server.tbs_certificate_bytes,
+                          ec.ECDSA(server.signature_hash_algorithm))
+        elif isinstance(signer, rsa.RSAPublicKey):
+            signer.verify(server.signature, server.tbs_certificate_bytes, padding.PKCS1v15(),
+                          server.signature_hash_algorithm)
+    except InvalidSignature:
+        raise DamagedFile(files.server_cert, f"is not signed by {files.ca_cert.name}",
+                          TLS_FIX) from None
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for file, cert in ((files.ca_cert, ca), (files.server_cert, server)):
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise DamagedFile(file, f"is valid from {cert.not_valid_before_utc:%Y-%m-%d} to "
+                              f"{cert.not_valid_after_utc:%Y-%m-%d}, not today", TLS_FIX)
 
 
 def make_node_key(folder: Path, name: str) -> NodeKey:

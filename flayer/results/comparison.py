@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from omegaconf import OmegaConf
+
+from flayer.errors import reading
 
 RUN_COLUMNS = ["method", "dataset", "alpha", "seed", "best accuracy (round)", "final accuracy",
                "MB uploaded", "seconds"]
@@ -35,6 +38,10 @@ NOTE = ("Accuracies in %, mean ± std over seeds (population std); best = best e
         "runs have one; comparison.csv's runs_with_accuracy column), not counted as 0%.")
 # Settings that never make two runs different experiments.
 IGNORED = {"seed", "progress", "cache_dir", "device", "backend"}
+# settings added after runs were saved, at the value every earlier run had: a run that holds
+# that value groups with the runs that lack the setting
+ADDED = {"dataset.fraction": 1.0}
+_NONE = object()
 
 
 @dataclass
@@ -135,16 +142,26 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+LEAVE_OUT = "repair the run folder, or leave it out of the report's paths"
+
+
 def load_run(path: Path) -> Run:
-    summary = json.loads((path / "summary.json").read_text())
+    """A run folder's summary, settings and curve; DamagedFile naming a file that cannot be
+    read as what the run wrote."""
+    with reading(path / "summary.json", "a run's summary (a JSON object)", LEAVE_OUT):
+        summary = dict(json.loads((path / "summary.json").read_text(encoding="utf-8")))
     settings: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
-        config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml")) or {}
+        with reading(path / "config.yaml", "a run's config (YAML)", LEAVE_OUT,
+                     also=(yaml.YAMLError,)):
+            config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml")) or {}
         settings = {k: v for k, v in _flatten(config).items()
-                    if k.split(".", 1)[0] not in IGNORED}
+                    if k.split(".", 1)[0] not in IGNORED and ADDED.get(k, _NONE) != v}
     curve = []
     if (path / "metrics.csv").is_file():
-        with open(path / "metrics.csv") as f:
+        with (reading(path / "metrics.csv", "a run's metrics (CSV)", LEAVE_OUT,
+                      also=(csv.Error,)),
+              open(path / "metrics.csv", newline="", encoding="utf-8") as f):
             curve = [(int(r["round"]), float(r["accuracy"])) for r in csv.DictReader(f)
                      if r["accuracy"] != ""]
     return Run(path=path, summary=summary, settings=settings, curve=curve)
@@ -168,7 +185,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
                   if len({json.dumps(g.runs[0].settings.get(k), default=str) for g in same}) > 1]
         for g in same:
             g.label = method + " (" + ", ".join(
-                f"{k.removeprefix('strategy.')}={g.runs[0].settings.get(k)}" for k in differ
+                f"{k.removeprefix('strategy.')}={g.runs[0].settings.get(k, ADDED.get(k))}"
+                for k in differ
             ) + ")"
     return list(groups.values())
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from flayer.atomic import write_atomic
+from flayer.errors import reading
 
 META_KEY = "__meta__"  # the JSON-encoded metadata inside the .npz
 
@@ -46,14 +47,22 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot save {type(value).__name__} in personal metadata")
 
 
-def load_state(file: Path) -> Personal | None:
-    """The saved state, or None when this node has none for this run and partition."""
+STATE_FILE = "a client state file (an .npz of arrays and its metadata)"
+# a client's state is the run's: without it the run cannot give its numbers
+RESTORE = ("the run cannot go on without it; continue the run from a checkpoint taken before "
+           "the damage (python run.py resume=RUN_DIR verifies the checkpoint first)")
+
+
+def load_state(file: Path, fix: str = RESTORE) -> Personal | None:
+    """The saved state, or None when this node has none for this run and partition;
+    DamagedFile (saying `fix`) for a file that is not a whole state file."""
     if not file.is_file():
         return None
-    with np.load(file, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files if k != META_KEY}
-        saved = json.loads(str(npz[META_KEY]))
-    return Personal(arrays=arrays, meta=saved["meta"], version=saved["version"])
+    with reading(file, STATE_FILE, fix):
+        with np.load(file, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k != META_KEY}
+            saved = json.loads(str(npz[META_KEY]))
+        return Personal(arrays=arrays, meta=dict(saved["meta"]), version=saved["version"])
 
 
 def state_hash(arrays: dict[str, np.ndarray]) -> int:

@@ -17,6 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from flayer.errors import RunError
 from flayer.state.personal import Personal, load_state, save_state
 
 STORE_FOLDER = "state"  # inside the run folder, without backend.state_dir
@@ -53,7 +54,14 @@ class ClientStore:
         return load_state(self.file(partition_id)) or Personal()
 
     def save(self, partition_id: int, state: Personal) -> None:
-        save_state(self.file(partition_id), state, durable=False)
+        file = self.file(partition_id)
+        try:
+            save_state(file, state, durable=False)
+        except OSError as exc:  # e.g. a full disk: the run cannot keep its clients' state
+            raise RunError(f"cannot write the client state file {file} ({exc.strerror or exc});"
+                           f" make room in {self.root.parent} (or move it: backend.state_dir), "
+                           "then continue the run from its last checkpoint (resume=RUN_DIR)"
+                           ) from None
 
     def files(self) -> list[Path]:
         """Every client's file, in partition-id order."""
@@ -94,8 +102,9 @@ class NodeStates:
             return []
         out = []
         for f in self.folder.glob("*-*.npz"):
-            r, k = f.stem.split("-")
-            out.append((int(r), int(k)))
+            r, _, k = f.stem.partition("-")
+            if r.isdigit() and k in ("0", "1"):  # other files there are not the node's
+                out.append((int(r), int(k)))
         return sorted(out)
 
     def before(self, stamp: Stamp) -> Personal | None:

@@ -29,7 +29,7 @@ from flayer.config import DatasetConfig
 from flayer.data.cache import Memo, save_array_atomic
 from flayer.data.hub import HubData, read_labels
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
-from flayer.errors import ConfigError, DataError
+from flayer.errors import ConfigError, DataError, reading
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,9 @@ def tokenize(text: str) -> list[str]:
 
 def read_vocab(file: Path) -> list[str]:
     """A vocabulary file: UTF-8, one token per line, line k = id k, starting <pad>, <unk>."""
-    try:
+    with reading(file, "a vocabulary file (UTF-8 text)",
+                 "give dataset.vocab a vocabulary file, or null to build one from the data"):
         lines = file.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise DataError(f"cannot read the vocabulary file {file}: {exc}") from None
     if lines and lines[-1] == "":
         lines.pop()
     bad = next((t for t in lines if not t or t != t.strip() or len(t.split()) != 1), None)

@@ -12,7 +12,7 @@ import torch
 
 from flayer.config import DatasetConfig
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
-from flayer.errors import DataError
+from flayer.errors import DamagedFile, DataError, reading
 
 FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -35,29 +35,53 @@ def _find(path: Path, stem: str) -> Path | None:
     return None
 
 
+REPAIR = ("replace it with a whole copy (apt-get install --reinstall dataset-fashion-mnist, "
+          "or python -m flayer.data.fetch_fmnist DIR), or point dataset.path at a folder with "
+          "the four IDX files")
+# the dataset's own shapes: each image file holds N x 28 x 28 bytes, each label file N labels
+SHAPES = {"train_x": 3, "test_x": 3, "train_y": 1, "test_y": 1}
+CLASSES = 10
+
+
 def _idx_dims(file: Path) -> tuple[int, ...]:
-    opener = gzip.open if file.suffix == ".gz" else open
-    with opener(file, "rb") as f:
-        head = f.read(4)
-        if len(head) < 4 or head[:3] != b"\x00\x00\x08":
-            raise DataError(f"{file} is not an IDX file of unsigned bytes")
-        dims = f.read(4 * head[3])
+    with reading(file, "an IDX file", REPAIR):
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise DamagedFile(file, "is not an IDX file of unsigned bytes", REPAIR)
+            dims = f.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        raise DamagedFile(file, "ends inside its IDX header", REPAIR)
     return tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
 
 
 def read_idx(file: Path) -> np.ndarray:
     """Read one IDX file (the MNIST format: magic, dims, big-endian sizes, uint8 data)."""
-    opener = gzip.open if file.suffix == ".gz" else open
-    with opener(file, "rb") as f:
-        raw = f.read()
+    with reading(file, "an IDX file", REPAIR):
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rb") as f:
+            raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{file} is not an IDX file of unsigned bytes")
+        raise DamagedFile(file, "is not an IDX file of unsigned bytes", REPAIR)
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DamagedFile(file, "ends inside its IDX header", REPAIR)
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise DataError(f"{file} holds {data.size} bytes, its header says {dims}")
+        raise DamagedFile(file, f"holds {data.size} bytes of data, its header says {dims} "
+                          f"({int(np.prod(dims))})", REPAIR)
     return data.reshape(dims)
+
+
+def _check_shape(key: str, file: Path, dims: tuple[int, ...]) -> None:
+    """Image files hold N x 28 x 28, label files N labels: anything else is another file."""
+    want = (28, 28) if SHAPES[key] == 3 else ()
+    if len(dims) != SHAPES[key] or tuple(dims[1:]) != want:
+        shape = "N x 28 x 28 images" if want else "N labels"
+        raise DamagedFile(file, f"holds an array of shape {dims}, Fashion-MNIST's {FILES[key]} "
+                          f"holds {shape}", REPAIR)
 
 
 class FashionMNIST(DataSource):
@@ -93,7 +117,16 @@ class FashionMNIST(DataSource):
         return cls.spec
 
     def check(self) -> None:
-        self._files()
+        """The four files' headers: each of its kind's shape, images and labels as many."""
+        files = self._files()
+        dims = {key: _idx_dims(file) for key, file in files.items()}
+        for key, file in files.items():
+            _check_shape(key, file, dims[key])
+        for part in ("train", "test"):
+            images, labels = dims[f"{part}_x"][0], dims[f"{part}_y"][0]
+            if images != labels:
+                raise DamagedFile(files[f"{part}_y"], f"holds {labels} labels for the {images} "
+                                  f"images of {files[f'{part}_x'].name}", REPAIR)
 
     def num_samples(self) -> int:
         """Pool size from the label files' headers (no need to read the images)."""
@@ -106,9 +139,17 @@ class FashionMNIST(DataSource):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load(self) -> Pool:
+        self.check()
         files = self._files()
-        x = np.concatenate([read_idx(files["train_x"]), read_idx(files["test_x"])])
-        y = np.concatenate([read_idx(files["train_y"]), read_idx(files["test_y"])])
+        arrays = {key: read_idx(file) for key, file in files.items()}
+        for key, file in files.items():
+            _check_shape(key, file, arrays[key].shape)
+        for key in ("train_y", "test_y"):
+            if arrays[key].size and int(arrays[key].max()) >= CLASSES:
+                raise DamagedFile(files[key], f"holds label {int(arrays[key].max())}; "
+                                  f"Fashion-MNIST's labels are 0..{CLASSES - 1}", REPAIR)
+        x = np.concatenate([arrays["train_x"], arrays["test_x"]])
+        y = np.concatenate([arrays["train_y"], arrays["test_y"]])
         if len(x) != len(y):
             raise DataError(f"{len(x)} images but {len(y)} labels in {self.path}")
         return Pool(x=x[:, None, :, :], y=y.astype(np.int64))

@@ -35,8 +35,10 @@ def _open(data: bytes | None, path: str | None, where: str) -> Image:
     try:
         img = PILImage.open(io.BytesIO(data) if data is not None else path)
         img.load()  # decode here, so that a broken file is named
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot decode the image {where}: {exc}") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as exc:
+        # PIL reports a broken file by any of these (a truncated PNG: SyntaxError or OSError)
+        raise DataError(f"cannot decode the image {where} ({type(exc).__name__}: {exc}); "
+                        "replace it with a whole copy or remove it") from None
     return img
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,12 +38,13 @@ from flayer.config import DatasetConfig
 from flayer.data.cache import Memo
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
 from flayer.data.split import ClientSplit
-from flayer.errors import DataError
+from flayer.errors import DataError, reading
 
 CONFIG = "config.json"
 PARTS = ("train", "test")
 # config.json entry with each client's (label, count) pairs, as PFLlib's save_file writes it
 STATISTIC = "Size of samples for labels in clients"
+REGENERATE = "generate the folder again with PFLlib's dataset/generate_*.py"
 
 # decoding a folder is slow: its clients' sizes are kept from the first read
 _SIZES: Memo[list[tuple[int, int]]] = Memo(
@@ -100,13 +99,13 @@ def _labels(y: Any, file: Path) -> np.ndarray:
 
 def read_client_file(file: Path) -> tuple[np.ndarray, np.ndarray]:
     """One PFLlib client file -> (x, y); x float32 or int64 ids, y int64. Unpickles the file."""
-    try:
-        with np.load(file, allow_pickle=True) as npz:
-            data = npz["data"].tolist()
-    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as exc:
-        raise DataError(f"{file} is not a PFLlib client file (an .npz whose 'data' entry is a "
-                        f"pickled dict with 'x' and 'y'): {exc}") from None
+    with reading(file, "a PFLlib client file (an .npz whose 'data' entry is a pickled dict "
+                 "with 'x' and 'y')", REGENERATE):
+        try:
+            with np.load(file, allow_pickle=True) as npz:
+                data = npz["data"].tolist()
+        except (AttributeError, ImportError) as exc:  # a pickle naming what is not here
+            raise ValueError(str(exc)) from None
     if not isinstance(data, dict) or "x" not in data or "y" not in data:
         raise DataError(f"{file}: 'data' is not a dict with 'x' and 'y'")
     x, y = _inputs(data["x"], file), _labels(data["y"], file)
