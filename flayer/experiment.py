@@ -17,6 +17,7 @@ from flayer.rundir import check_free, open_continuation, record_run
 from flayer.simulation import run_apps
 from flayer.state.checkpoint import Checkpointing, Checkpoints
 from flayer.state.store import ClientStore, store_root
+from flayer.stops import stop_on_signals
 from flayer.strategy import RoundCallback
 from flayer.validation import validate
 
@@ -39,8 +40,14 @@ def run(dcfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
     """Run the experiment into run_dir; with `resume`, continue the run there from its last
     checkpoint (a complete run with the same num_rounds is left as it is). `overrides` are
     those the config was composed from (saved, so that a later process can continue it);
-    `engine` runs the rounds (the Ray simulation, or `flayer.apps.inprocess.engine`)."""
-    overrides = list(overrides)
+    `engine` runs the rounds (the Ray simulation, or `flayer.apps.inprocess.engine`).
+    SIGINT and SIGTERM raise `flayer.stops.Stopped` (after the partial results are written)."""
+    with stop_on_signals():
+        return _run(dcfg, run_dir, list(overrides), engine)
+
+
+def _run(dcfg: DictConfig, run_dir: Path, overrides: list[str], engine: Engine
+         ) -> dict[str, Any]:
     going_on = None
     if dcfg.resume not in (None, "auto"):
         run_dir = Path(str(dcfg.resume)).expanduser()  # the folder to continue is the run's

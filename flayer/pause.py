@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+from flayer.stops import stopping
+
 log = logging.getLogger(__name__)
 
 
@@ -36,11 +38,12 @@ def pause_asked(pause: Path, server_round: int, warn: bool = True) -> bool:
 
 
 def hold(pause_file: str | None, server_round: int) -> None:
-    """Wait before a round while the pause file asks for it."""
+    """Wait before a round while the pause file asks for it (and no stop is asked: the
+    simulation's round loop, in a thread of its own, then goes on to leave)."""
     if not pause_file:
         return
     pause = Path(os.path.expanduser(pause_file))
     if pause_asked(pause, server_round):
         log.info("holding before round %d while %s exists", server_round, pause)
-        while pause_asked(pause, server_round, warn=False):
+        while pause_asked(pause, server_round, warn=False) and stopping() is None:
             time.sleep(0.5)

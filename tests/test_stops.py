@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flayer.deploy.processes import ProcessSet
+from flayer.deploy.processes import ProcessSet, members
 from flayer.state.checkpoint import Checkpoints
 from tests.helpers import ROOT, write_fake_fmnist
 
@@ -109,3 +110,114 @@ def test_a_sweep_continued_with_auto_skips_finished_jobs(tmp_path, base):
                  f"hydra.sweep.dir={sweep}", "resume=auto")
     assert "is complete" in out.stdout and done.read_text() == before
     assert json.loads((sweep / "1-fedper" / "summary.json").read_text())["complete"]
+
+
+# ---- stops under load, at every kind of moment ----------------------------------------------
+# (moment, what): "config+0" as soon as the run folder is written (Ray starting), "ray+S" S
+# seconds after the run's executor actor is up (round 0 under way), "rowK+S" S seconds after
+# round K's row is written ("rowK+0": at once, while round K's checkpoint is written); what
+# comes then is a signal, or the executor's actor killed (SIGKILL) or frozen (SIGSTOP: it never
+# answers, and backend.round_timeout passes).
+MOMENTS = [("config+0", signal.SIGTERM), ("ray+0", signal.SIGINT), ("ray+2", signal.SIGTERM),
+           ("row0+0", signal.SIGINT), ("row0+1", signal.SIGTERM), ("row1+0.5", "kill"),
+           ("row1+0", signal.SIGTERM), ("row1+0.5", signal.SIGINT), ("row1+2", signal.SIGINT),
+           ("row2+0", signal.SIGINT), ("row2+1", signal.SIGTERM), ("row0+0.5", "freeze")]
+AT_ONCE = 6  # runs at a time (about 2 GB each, with one executor actor)
+ROUND_TIMEOUT = 60  # s; a round of this test's runs takes a few seconds, even loaded
+ACTOR = b"ray::ClientAppActor"
+
+
+def reached(moment: str, run_dir: Path, pid: int) -> bool:
+    kind = moment.partition("+")[0]
+    if kind == "config":
+        return (run_dir / "config.yaml").is_file()
+    if kind == "ray":
+        return bool(actors(pid))
+    return (run_dir / "metrics.csv").is_file() and len(rows(run_dir)) > int(kind[3:])
+
+
+def actors(pid: int) -> list[int]:
+    found = []
+    for p in members({pid}):
+        try:
+            if Path(f"/proc/{p}/cmdline").read_bytes().startswith(ACTOR):
+                found.append(p)
+        except OSError:
+            pass
+    return found
+
+
+def act(what: int | str, pid: int) -> None:
+    if isinstance(what, int):
+        os.kill(pid, what)
+    else:
+        for actor in actors(pid):
+            os.kill(actor, signal.SIGKILL if what == "kill" else signal.SIGSTOP)
+
+
+def at_moments(tmp_path: Path, args: list[str], batch: list[tuple[int, str, int | str]],
+               procs: ProcessSet) -> list[tuple[str, int | str, int, Path, str]]:
+    """Start a run per moment, act on each when its moment comes, wait for them to end."""
+    runs = []
+    for i, moment, what in batch:
+        run_dir = tmp_path / f"run{i}"
+        proc = procs.start(f"run{i}", [sys.executable, str(ROOT / "run.py"), *args,
+                                       f"hydra.run.dir={run_dir}"], cwd=ROOT)
+        runs.append((moment, what, run_dir, proc))
+    due: dict[int, float] = {}
+    done: set[int] = set()
+    deadline = time.monotonic() + 300
+    while len(done) < len(runs) and time.monotonic() < deadline:
+        for n, (moment, what, run_dir, proc) in enumerate(runs):
+            if n not in due and reached(moment, run_dir, proc.pid):
+                due[n] = time.monotonic() + float(moment.partition("+")[2])
+            if n in due and n not in done and due[n] <= time.monotonic():
+                if proc.running():
+                    act(what, proc.pid)
+                done.add(n)
+        time.sleep(0.05)
+    return [(moment, what, proc.popen.wait(timeout=ROUND_TIMEOUT + 60), run_dir,
+             proc.log_text()) for moment, what, run_dir, proc in runs]
+
+
+def test_stops_at_any_moment_under_load_end_cleanly(tmp_path):
+    """Each signal: exit 130/143, one line with the way on, a whole plot. Each executor
+    lost: exit 1, a line naming the round and its clients, then the way on. Never Ray's
+    tracebacks, a hang or a process left."""
+    data = write_fake_fmnist(tmp_path / "fmnist", n_train=200, n_test=60)
+    args = [f"dataset.path={data}", f"cache_dir={tmp_path / 'cache'}", "num_clients=2",
+            "batch_size=8", "lr=0.01", "strategy.c=4", "partition.alpha=1.0",
+            "progress=false", "num_rounds=30", "backend.num_cpus=1",
+            f"backend.round_timeout={ROUND_TIMEOUT}"]
+    burners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 400"
+                                 "\nwhile time.time() < end: pass"])
+               for _ in range(os.cpu_count() or 1)]  # a busy core each, bounded in time
+    results = []
+    try:
+        for first in range(0, len(MOMENTS), AT_ONCE):
+            batch = [(i, m, w) for i, (m, w) in enumerate(MOMENTS)][first:first + AT_ONCE]
+            with ProcessSet(tmp_path / "logs") as procs:
+                results += at_moments(tmp_path, args, batch, procs)
+                wait_until(lambda: not procs.leftovers(), "the runs' Ray processes to end", 30)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    for moment, what, code, run_dir, log in results:
+        lines = log.splitlines()
+        shown = f"{moment} {what}: exit {code}\n{log[-1500:]}"
+        png = (run_dir / "accuracy.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and png[-8:-4] == b"IEND", shown
+        assert not json.loads((run_dir / "summary.json").read_text())["complete"], shown
+        if isinstance(what, int):
+            assert code == 128 + what, shown
+            assert lines[-1] == (f"stopped ({signal.Signals(what).name}); partial results "
+                                 f"in {run_dir}; continue with: python run.py resume={run_dir}"
+                                 ), shown
+            assert len(lines) <= 2 and "Traceback" not in log, shown
+        else:  # what happened, said once: Ray's line for its dead worker, ours, the way on
+            assert code == 1 and len(lines) <= 3, shown
+            said = ("the executor serving them failed (ActorDiedError" if what == "kill" else
+                    f"no reply from their executor within backend.round_timeout={ROUND_TIMEOUT}")
+            assert f"clients 0, 1: {said}" in log, shown
+            assert lines[-1].endswith(f"continue it with resume={run_dir}"), shown

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from flayer.atomic import write_atomic  # noqa: E402
+
 
 def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     """Personalized accuracy per round (weighted, and mean +- std across clients)."""
@@ -41,5 +43,7 @@ def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     for axis in (ax, bx):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:  # all or nothing: a reader (or a stop) never meets half a PNG
+        write_atomic(out, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)

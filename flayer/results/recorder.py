@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from flayer.atomic import write_atomic
 from flayer.results.record import RoundRecord
+from flayer.stops import held_signals
 
 METRIC_COLUMNS = [
     "round", "model_version", "accuracy", "accuracy_mean", "accuracy_std", "auc", "loss",
@@ -77,16 +79,18 @@ class RunRecorder:
         run_dir.mkdir(parents=True, exist_ok=True)
         columns = METRIC_COLUMNS + [column_name(m) for m in train_metrics]
         client_columns: list[str] | None = None
-        if keep_rounds is not None:
-            self.rows = [_parsed(r) for r in _kept_rows(run_dir / "metrics.csv", keep_rounds)]
-            client_columns = _keep_clients(run_dir / "clients.csv", keep_rounds)
-        self._metrics = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
-        self._clients = open(run_dir / "clients.csv", "a" if client_columns else "w",  # noqa: SIM115
-                             newline="")
-        self._mw = csv.DictWriter(self._metrics, fieldnames=columns, restval="")
-        self._mw.writeheader()
-        self._mw.writerows(self.rows)
-        self._metrics.flush()
+        with held_signals():  # the kept rows are written back whole
+            if keep_rounds is not None:
+                self.rows = [_parsed(r)
+                             for r in _kept_rows(run_dir / "metrics.csv", keep_rounds)]
+                client_columns = _keep_clients(run_dir / "clients.csv", keep_rounds)
+            self._metrics = open(run_dir / "metrics.csv", "w", newline="")  # noqa: SIM115
+            self._clients = open(run_dir / "clients.csv",  # noqa: SIM115
+                                 "a" if client_columns else "w", newline="")
+            self._mw = csv.DictWriter(self._metrics, fieldnames=columns, restval="")
+            self._mw.writeheader()
+            self._mw.writerows(self.rows)
+            self._metrics.flush()
         # clients.csv's columns are known at the first evaluation (or from the kept file)
         self._cw: csv.DictWriter | None = None
         if client_columns:
@@ -101,7 +105,7 @@ class RunRecorder:
                              initial=max(0, keep_rounds or 0))
 
     def __call__(self, rec: RoundRecord) -> None:
-        with self._lock:
+        with held_signals(), self._lock:  # a row is written whole
             if not self._closed:  # a round that finishes while the run is being stopped
                 self._record(rec)
 
@@ -135,22 +139,26 @@ class RunRecorder:
         return self._cw
 
     def finish(self) -> dict[str, Any]:
-        """Close the files, write summary.json and accuracy.png; returns the summary."""
-        with self._lock:
-            self._closed = True
-        self._client_writer([])
-        if self._bar is not None:
-            self._bar.close()
-        self._metrics.close()
-        self._clients.close()
-        summary = summarize(self.rows, self.info, time.perf_counter() - self.started)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        from flayer.results.plots import plot_run
+        """Close the files, write summary.json and accuracy.png (each whole or not at all;
+        a stop asked meanwhile waits until both are written); returns the summary."""
+        with held_signals():
+            with self._lock:
+                self._closed = True
+            self._client_writer([])
+            if self._bar is not None:
+                self._bar.close()
+            self._metrics.close()
+            self._clients.close()
+            summary = summarize(self.rows, self.info, time.perf_counter() - self.started)
+            text = json.dumps(summary, indent=2) + "\n"
+            write_atomic(self.run_dir / "summary.json", lambda f: f.write(text.encode()))
+            from flayer.results.plots import plot_run
 
-        i = self.info
-        title = (f"{i.get('method')} · {i.get('dataset')} · {i.get('partition')}"
-                 f"({i.get('alpha')}) · {i.get('num_clients')} clients · seed {i.get('seed')}")
-        plot_run(self.rows, self.run_dir / "accuracy.png", title)
+            i = self.info
+            title = (f"{i.get('method')} · {i.get('dataset')} · {i.get('partition')}"
+                     f"({i.get('alpha')}) · {i.get('num_clients')} clients · seed "
+                     f"{i.get('seed')}")
+            plot_run(self.rows, self.run_dir / "accuracy.png", title)
         return summary
 
 
