@@ -116,14 +116,13 @@ def test_a_sweep_continued_with_auto_skips_finished_jobs(tmp_path, base):
 # (moment, what): "config+0" as soon as the run folder is written (Ray starting), "ray+S" S
 # seconds after the run's executor actor is up (round 0 under way), "rowK+S" S seconds after
 # round K's row is written ("rowK+0": at once, while round K's checkpoint is written); what
-# comes then is a signal, or the executor's actor killed (SIGKILL) or frozen (SIGSTOP: it never
-# answers, and backend.round_timeout passes).
+# comes then is a signal, or the executor's actor killed (as the kernel's OOM killer would).
+# An executor that never answers is tests/test_sim_grid.py's (it takes backend.round_timeout).
 MOMENTS = [("config+0", signal.SIGTERM), ("ray+0", signal.SIGINT), ("ray+2", signal.SIGTERM),
-           ("row0+0", signal.SIGINT), ("row0+1", signal.SIGTERM), ("row1+0.5", "kill"),
-           ("row1+0", signal.SIGTERM), ("row1+0.5", signal.SIGINT), ("row1+2", signal.SIGINT),
-           ("row2+0", signal.SIGINT), ("row2+1", signal.SIGTERM), ("row0+0.5", "freeze")]
-AT_ONCE = 6  # runs at a time (about 2 GB each, with one executor actor)
-ROUND_TIMEOUT = 60  # s; a round of this test's runs takes a few seconds, even loaded
+           ("row0+0", signal.SIGINT), ("row0+1", signal.SIGTERM), ("row1+0", signal.SIGTERM),
+           ("row1+0.5", "kill"), ("row1+2", signal.SIGINT), ("row2+0", signal.SIGINT),
+           ("row2+1", signal.SIGTERM)]
+AT_ONCE = 5  # runs at a time (about 2 GB each, with one executor actor)
 ACTOR = b"ray::ClientAppActor"
 
 
@@ -152,7 +151,7 @@ def act(what: int | str, pid: int) -> None:
         os.kill(pid, what)
     else:
         for actor in actors(pid):
-            os.kill(actor, signal.SIGKILL if what == "kill" else signal.SIGSTOP)
+            os.kill(actor, signal.SIGKILL)
 
 
 def at_moments(tmp_path: Path, args: list[str], batch: list[tuple[int, str, int | str]],
@@ -176,8 +175,8 @@ def at_moments(tmp_path: Path, args: list[str], batch: list[tuple[int, str, int 
                     act(what, proc.pid)
                 done.add(n)
         time.sleep(0.05)
-    return [(moment, what, proc.popen.wait(timeout=ROUND_TIMEOUT + 60), run_dir,
-             proc.log_text()) for moment, what, run_dir, proc in runs]
+    return [(moment, what, proc.popen.wait(timeout=90), run_dir, proc.log_text())
+            for moment, what, run_dir, proc in runs]
 
 
 def test_stops_at_any_moment_under_load_end_cleanly(tmp_path):
@@ -187,8 +186,7 @@ def test_stops_at_any_moment_under_load_end_cleanly(tmp_path):
     data = write_fake_fmnist(tmp_path / "fmnist", n_train=200, n_test=60)
     args = [f"dataset.path={data}", f"cache_dir={tmp_path / 'cache'}", "num_clients=2",
             "batch_size=8", "lr=0.01", "strategy.c=4", "partition.alpha=1.0",
-            "progress=false", "num_rounds=30", "backend.num_cpus=1",
-            f"backend.round_timeout={ROUND_TIMEOUT}"]
+            "progress=false", "num_rounds=30", "backend.num_cpus=1"]
     burners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 400"
                                  "\nwhile time.time() < end: pass"])
                for _ in range(os.cpu_count() or 1)]  # a busy core each, bounded in time
@@ -216,8 +214,6 @@ def test_stops_at_any_moment_under_load_end_cleanly(tmp_path):
                                  ), shown
             assert len(lines) <= 2 and "Traceback" not in log, shown
         else:  # what happened, said once: Ray's line for its dead worker, ours, the way on
-            assert code == 1 and len(lines) <= 3, shown
-            said = ("the executor serving them failed (ActorDiedError" if what == "kill" else
-                    f"no reply from their executor within backend.round_timeout={ROUND_TIMEOUT}")
-            assert f"clients 0, 1: {said}" in log, shown
+            assert code == 1 and len(lines) <= 3 and "Traceback" not in log, shown
+            assert "clients 0, 1: the executor serving them failed (ActorDiedError" in log, shown
             assert lines[-1].endswith(f"continue it with resume={run_dir}"), shown
