@@ -62,7 +62,7 @@ def whole_png(file: Path) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n" and data[-8:-4] == b"IEND"
 
 
-def wait_for(check, proc: subprocess.Popen, timeout: float = 600.0) -> None:
+def wait_for(check, proc: subprocess.Popen, timeout: float = 1800.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None and not check():
         time.sleep(0.05)
