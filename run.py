@@ -10,9 +10,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from flayer.cli import check_command_line
-from flayer.errors import ConfigError, DataError
-from flayer.schemas import register_schemas
+from flayer.config.command_line import check_command_line
+from flayer.config.store import register_schemas
+from flayer.util.errors import ConfigError, DataError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -21,9 +21,9 @@ register_schemas()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    from flayer.experiment import run
-    from flayer.rundir import CONFIG_FILE, RunIncomplete
-    from flayer.stops import Stopped, exit_now, stop_message
+    from flayer.run.experiment import run
+    from flayer.run.folder import CONFIG_FILE, RunIncomplete
+    from flayer.run.stops import Stopped, exit_now, stop_message
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -42,7 +42,7 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from flayer.stops import exit_on_signals
+    from flayer.run.stops import exit_on_signals
 
     exit_on_signals()  # a stop before the run starts: one line, exit 130/143, no traceback
     check_command_line(sys.argv[1:], CONF_DIR)  # one line, exit 2, for what cannot compose

@@ -60,7 +60,8 @@ from torch import nn
 from torch.func import functional_call
 
 from baselines.settings.apfl import APFLConfig
-from flayer.method import (
+from flayer.nn.training import EvalResult, Terms
+from flayer.protocol.method import (
     ClientEnv,
     ClientMethod,
     FitResult,
@@ -68,9 +69,8 @@ from flayer.method import (
     register_method,
     shared_params,
 )
-from flayer.strategy import PflStrategy
-from flayer.training import EvalResult, Terms
-from flayer.upload import Upload
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 
 class APFLModel(nn.Module):

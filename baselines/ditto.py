@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from baselines.settings.ditto import DittoConfig
-from flayer.method import (
+from flayer.nn.training import cross_entropy, proximal_pull
+from flayer.protocol.method import (
     ClientMethod,
     FitResult,
     build_model,
@@ -44,9 +45,8 @@ from flayer.method import (
     register_method,
     shared_params,
 )
-from flayer.strategy import PflStrategy
-from flayer.training import cross_entropy, proximal_pull
-from flayer.upload import Upload
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 W_BUFFER = "w/"  # prefix of the global copy's BatchNorm buffers in the client's extra arrays
 INITIALIZED = "ditto_initialized"  # meta flag: v has been set from a global model

@@ -52,9 +52,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from baselines.settings.fedala import FedAlaConfig
-from flayer.method import ClientMethod, load_params, register_method
-from flayer.strategy import PflStrategy
-from flayer.training import EvalResult, batches, only_trainable
+from flayer.nn.training import EvalResult, batches, only_trainable
+from flayer.protocol.method import ClientMethod, load_params, register_method
+from flayer.protocol.rounds import PflStrategy
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ the received global model (with its own BatchNorm statistics). No hyperparameter
 from __future__ import annotations
 
 from baselines.settings.fedavg import FedAvgConfig
-from flayer.method import ClientMethod, register_method
-from flayer.strategy import PflStrategy
+from flayer.protocol.method import ClientMethod, register_method
+from flayer.protocol.rounds import PflStrategy
 
 
 class FedAvgClient(ClientMethod):

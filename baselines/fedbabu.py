@@ -2,7 +2,7 @@
 Classification", ICLR 2022): federated training of the body only, with the head frozen at
 its initial values; the head is fine-tuned for personalization at evaluation.
 
-Split by the project's layer notion (`flayer.layers.LayerMap`): the head is the last layer,
+Split by the project's layer notion (`flayer.nn.layers.LayerMap`): the head is the last layer,
 the body every other layer (FedPer's `body_names`). The head is never trained during
 federated training: it stays at the run's initial values, identical on every client (the
 run's initial model is seeded), so it needs no storage and never travels. The server holds,
@@ -56,11 +56,17 @@ from torch import nn
 
 from baselines.fedper import body_names
 from baselines.settings.fedbabu import FedBABUConfig
-from flayer.layers import features
-from flayer.method import ClientMethod, FitResult, load_part, register_method, shared_params
-from flayer.strategy import PflStrategy
-from flayer.training import EvalResult, TrainStats, batches, only_trainable, train
-from flayer.upload import Upload
+from flayer.nn.layers import features
+from flayer.nn.training import EvalResult, TrainStats, batches, only_trainable, train
+from flayer.protocol.method import (
+    ClientMethod,
+    FitResult,
+    load_part,
+    register_method,
+    shared_params,
+)
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 FEATURE_BATCH = 128  # samples per forward pass for the features (faster than 512 on the CPU)
 
@@ -68,7 +74,7 @@ FEATURE_BATCH = 128  # samples per forward pass for the features (faster than 51
 @dataclass(frozen=True)
 class FeatureSet:
     """A client's training set as the frozen body sees it: the part of ClientData that the
-    one training loop (`flayer.training.train`) reads, with features as its inputs."""
+    one training loop (`flayer.nn.training.train`) reads, with features as its inputs."""
 
     x_train: torch.Tensor  # features, one row per training sample
     y_train: torch.Tensor

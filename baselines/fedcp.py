@@ -48,13 +48,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.settings.fedcp import FedCPConfig
-from flayer.config import Config
-from flayer.layers import LayerMap, features
-from flayer.method import ClientEnv, ClientMethod, FitResult, register_method, shared_params
-from flayer.seeding import derive_seed
-from flayer.strategy import PflStrategy
-from flayer.training import EvalResult, Terms
-from flayer.upload import Upload
+from flayer.config.schema import Config
+from flayer.nn.layers import LayerMap, features
+from flayer.nn.training import EvalResult, Terms
+from flayer.protocol.method import (
+    ClientEnv,
+    ClientMethod,
+    FitResult,
+    register_method,
+    shared_params,
+)
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
+from flayer.util.seeding import derive_seed
 
 CPN_PREFIX = "fedcp.cpn."  # the CPN's arrays in the global model and the upload
 MMD_BANDWIDTHS = (10.0, 15.0, 20.0, 50.0)  # the reference's Gaussian kernel bandwidths

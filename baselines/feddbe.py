@@ -42,8 +42,9 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from baselines.settings.feddbe import FedDBEConfig
-from flayer.layers import LayerMap, features
-from flayer.method import (
+from flayer.nn.layers import LayerMap, features
+from flayer.nn.training import Terms
+from flayer.protocol.method import (
     ClientEnv,
     ClientMethod,
     FitResult,
@@ -51,10 +52,9 @@ from flayer.method import (
     register_method,
     shared_params,
 )
+from flayer.protocol.rounds import PflStrategy, cohorts, exchange
+from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
 from flayer.results.record import RoundRecord
-from flayer.strategy import PflStrategy, cohorts, exchange
-from flayer.training import Terms
-from flayer.upload import TensorSpec, Upload, UploadSpec
 
 log = logging.getLogger(__name__)
 

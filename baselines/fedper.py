@@ -2,7 +2,7 @@
 arXiv 1912.00818): a shared body, a personal head.
 
 The server holds, sends and averages only the body (every layer but the personal ones, by the
-project's layer notion, `flayer.layers.LayerMap`); the personal layers never leave the client.
+project's layer notion, `flayer.nn.layers.LayerMap`); the personal layers never leave the client.
 Each round a client loads the received body into its own model (keeping its own head), trains
 the whole model for E epochs (`local_epochs`) of plain SGD at the run's rate, and uploads the
 body. Its accuracy is that of its own model: the global body with its personal head. Uploaded
@@ -20,10 +20,16 @@ import numpy as np
 from torch import nn
 
 from baselines.settings.fedper import FedPerConfig
-from flayer.layers import LayerMap
-from flayer.method import ClientMethod, FitResult, load_part, register_method, shared_params
-from flayer.strategy import PflStrategy
-from flayer.upload import Upload
+from flayer.nn.layers import LayerMap
+from flayer.protocol.method import (
+    ClientMethod,
+    FitResult,
+    load_part,
+    register_method,
+    shared_params,
+)
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 
 def body_names(layers: LayerMap, personal_layers: int = 1) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """FedProto (Tan, Long, Liu, Zhou, Lu, Jiang and Zhang, "FedProto: Federated Prototype Learning
 across Heterogeneous Clients", AAAI 2022): clients exchange class prototypes, never models.
 
-The feature f(x) is the head's input (the project's layer notion, `flayer.layers`). Each client
+The feature f(x) is the head's input (the project's layer notion, `flayer.nn.layers`). Each client
 keeps its whole model; nothing of it ever travels. The server holds one global prototype per
 class (the mean feature of the class over the clients' data) and a per-class flag saying
 whether the class has one yet; both go to the clients with every message.
@@ -61,12 +61,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.settings.fedproto import FedProtoConfig
-from flayer.aggregation import WeightedSum
-from flayer.layers import features
-from flayer.method import ClientEnv, ClientMethod, FitResult, register_method
-from flayer.strategy import PflStrategy
-from flayer.training import EvalResult, Terms, batches
-from flayer.upload import TensorSpec, Upload, UploadSpec
+from flayer.nn.layers import features
+from flayer.nn.training import EvalResult, Terms, batches
+from flayer.protocol.aggregation import WeightedSum
+from flayer.protocol.method import ClientEnv, ClientMethod, FitResult, register_method
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
 
 PROTOTYPES = "fedproto.prototypes"  # server: global prototype per class (classes x width)
 PRESENT = "fedproto.present"  # server: 1 where the class has a global prototype, else 0

@@ -36,9 +36,9 @@ import numpy as np
 
 from baselines.fedavg import FedAvgClient, FedAvgStrategy
 from baselines.settings.fedprox import FedProxConfig
-from flayer.method import FitResult, register_method, shared_params
-from flayer.training import proximal_pull
-from flayer.upload import Upload
+from flayer.nn.training import proximal_pull
+from flayer.protocol.method import FitResult, register_method, shared_params
+from flayer.protocol.upload import Upload
 
 
 class FedProxClient(FedAvgClient):

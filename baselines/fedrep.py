@@ -25,8 +25,8 @@ import torch
 
 from baselines.fedper import FedPerClient, FedPerStrategy
 from baselines.settings.fedrep import FedRepConfig
-from flayer.method import FitResult, register_method
-from flayer.training import TrainStats, only_trainable
+from flayer.nn.training import TrainStats, only_trainable
+from flayer.protocol.method import FitResult, register_method
 
 
 class FedRepClient(FedPerClient):

@@ -2,7 +2,7 @@
 Classification", ICLR 2022): a generic model trained with a class-balanced loss, plus a personal
 head whose logits are added to the generic ones.
 
-The feature h is the head's input (the project's layer notion, `flayer.layers`). The model
+The feature h is the head's input (the project's layer notion, `flayer.nn.layers`). The model
 (body and its head, the generic head) is the generic model: received from the server every
 round, trained locally, uploaded whole and averaged by sample-weighted mean as FedAvg does.
 Next to it each client keeps a personal head, a Linear of the head's shape that starts as a copy
@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.settings.fedrod import FedRoDConfig
-from flayer.layers import LayerMap, features
-from flayer.method import (
+from flayer.nn.layers import LayerMap, features
+from flayer.nn.training import Terms
+from flayer.protocol.method import (
     ClientEnv,
     ClientMethod,
     FitResult,
@@ -55,9 +56,8 @@ from flayer.method import (
     register_method,
     shared_params,
 )
-from flayer.strategy import PflStrategy
-from flayer.training import Terms
-from flayer.upload import Upload
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 
 def log_class_counts(y: torch.Tensor, num_classes: int) -> torch.Tensor:

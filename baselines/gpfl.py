@@ -77,13 +77,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.settings.gpfl import GPFLConfig
-from flayer.config import Config
-from flayer.layers import LayerMap, features
-from flayer.method import ClientEnv, ClientMethod, FitResult, register_method, shared_params
-from flayer.seeding import derive_seed
-from flayer.strategy import PflStrategy
-from flayer.training import Terms
-from flayer.upload import Upload
+from flayer.config.schema import Config
+from flayer.nn.layers import LayerMap, features
+from flayer.nn.training import Terms
+from flayer.protocol.method import (
+    ClientEnv,
+    ClientMethod,
+    FitResult,
+    register_method,
+    shared_params,
+)
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
+from flayer.util.seeding import derive_seed
 
 COV_PREFIX = "gpfl.cov."  # the CoV's arrays in the global model and the upload
 GCE_PREFIX = "gpfl.gce."  # the GCE table ("gpfl.gce.weight")

@@ -4,7 +4,7 @@ arXiv 2001.01523, 2020): local representations, a global head.
 
 The mirror of FedPer (baselines/fedper.py). Each client keeps its lower layers (the local
 representation, every layer but the top `global_layers` by the project's layer notion,
-`flayer.layers.LayerMap`); they never leave the client. The server holds, sends and averages
+`flayer.nn.layers.LayerMap`); they never leave the client. The server holds, sends and averages
 only the top layers (the global part; by default the head). Each round a client loads the
 received global layers into its own model (keeping its own lower layers), trains the whole
 model for E epochs (`local_epochs`) of plain SGD at the run's learning rate, as the paper's
@@ -33,10 +33,16 @@ from torch import nn
 
 from baselines.fedper import body_names
 from baselines.settings.lgfedavg import LGFedAvgConfig
-from flayer.layers import LayerMap
-from flayer.method import ClientMethod, FitResult, load_part, register_method, shared_params
-from flayer.strategy import PflStrategy
-from flayer.upload import Upload
+from flayer.nn.layers import LayerMap
+from flayer.protocol.method import (
+    ClientMethod,
+    FitResult,
+    load_part,
+    register_method,
+    shared_params,
+)
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 
 def global_names(layers: LayerMap, global_layers: int = 1) -> tuple[str, ...]:

@@ -19,10 +19,10 @@ import numpy as np
 from torch import nn
 
 from baselines.settings.local import LocalConfig
-from flayer.aggregation import WeightedSum
-from flayer.method import ClientMethod, FitResult, register_method
-from flayer.strategy import PflStrategy
-from flayer.upload import Upload, UploadSpec
+from flayer.protocol.aggregation import WeightedSum
+from flayer.protocol.method import ClientMethod, FitResult, register_method
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload, UploadSpec
 
 
 class LocalClient(ClientMethod):

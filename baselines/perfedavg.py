@@ -49,10 +49,10 @@ from torch.func import functional_call
 
 from baselines.fedavg import FedAvgClient
 from baselines.settings.perfedavg import PerFedAvgConfig
-from flayer.method import FitResult, register_method, shared_params
-from flayer.strategy import PflStrategy
-from flayer.training import EvalResult, TrainStats, cross_entropy, train
-from flayer.upload import Upload
+from flayer.nn.training import EvalResult, TrainStats, cross_entropy, train
+from flayer.protocol.method import FitResult, register_method, shared_params
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 
 def halves(n: int) -> tuple[slice, slice]:

@@ -13,7 +13,7 @@ Local procedure (every sampled client, paper Algorithm 1):
   1. theta and w both start from the received global model (w_{i,0} = w_t in the paper;
      theta as in the authors' code and PFLlib, whose `set_parameters` overwrites both).
   2. For every batch of the run's batch loop (`local_epochs` epochs, batch size, shuffling:
-     flayer.training.train), K steps of gradient descent on h at rate `p_learning_rate`,
+     flayer.nn.training.train), K steps of gradient descent on h at rate `p_learning_rate`,
          theta <- theta - p_learning_rate * (grad f(theta; batch) + lamda * (theta - w)),
      starting from the current theta (warm start: theta carries over from the previous
      batch, it is not reset to w), then the outer step on w with the run's learning rate,
@@ -68,11 +68,11 @@ import torch
 from torch import nn
 
 from baselines.settings.pfedme import PFedMeConfig
-from flayer.aggregation import WeightedSum
-from flayer.method import ClientMethod, FitResult, load_params, register_method
-from flayer.strategy import PflStrategy
-from flayer.training import cross_entropy
-from flayer.upload import Upload
+from flayer.nn.training import cross_entropy
+from flayer.protocol.aggregation import WeightedSum
+from flayer.protocol.method import ClientMethod, FitResult, load_params, register_method
+from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.upload import Upload
 
 INITIALIZED = "pfedme_initialized"  # meta flag: theta has been set from a global model
 

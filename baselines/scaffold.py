@@ -58,9 +58,9 @@ from torch import nn
 
 from baselines.fedavg import FedAvgClient, FedAvgStrategy
 from baselines.settings.scaffold import ScaffoldConfig
-from flayer.aggregation import WeightedSum
-from flayer.method import FitResult, load_params, register_method, shared_params
-from flayer.upload import TensorSpec, Upload, UploadSpec
+from flayer.protocol.aggregation import WeightedSum
+from flayer.protocol.method import FitResult, load_params, register_method, shared_params
+from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
 
 CONTROL = "scaffold.c."  # + parameter name: the global control variate c (server-only)
 DELTA_C = "scaffold.dc."  # + parameter name: a client's Delta c_i / n_i (uploaded)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flayer.compose import compose_dict  # noqa: E402
-from flayer.experiment import run  # noqa: E402
+from flayer.config.compose import compose_dict  # noqa: E402
+from flayer.run.experiment import run  # noqa: E402
 from flayer.state.checkpoint import Checkpoints, ServerState  # noqa: E402
 from flayer.state.store import ClientStore, store_root  # noqa: E402
 

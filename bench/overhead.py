@@ -28,11 +28,11 @@ import torch  # noqa: E402
 
 from bench.memory import PeakMemory  # noqa: E402
 from flayer.apps.inprocess import InProcessGrid, run_in_process  # noqa: E402
-from flayer.compose import compose_dict  # noqa: E402
-from flayer.config import to_config  # noqa: E402
+from flayer.config.compose import compose_dict  # noqa: E402
+from flayer.config.schema import to_config  # noqa: E402
+from flayer.config.validation import validate  # noqa: E402
 from flayer.data.federated import client_splits  # noqa: E402
 from flayer.results.record import RoundRecord  # noqa: E402
-from flayer.validation import validate  # noqa: E402
 
 
 # ---- the simulation ---------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def simulated_rounds(cfg) -> tuple[float, float, dict[int, float]]:
     """(seconds before round 0, seconds after the last round, round -> seconds) of a real
     simulation. Ray and its actors start before round 0; the actors' imports and first data
     loads fall into rounds 0 and 1, which is why a later round is timed."""
-    from flayer.simulation import run_apps
+    from flayer.run.simulation import run_apps
 
     seen: list[tuple[float, RoundRecord]] = []
     with tempfile.TemporaryDirectory(prefix="flayer-overhead-") as store:

@@ -77,12 +77,12 @@ def write_cifar_like(folder: Path, images: int) -> Path:
 
 def run_case(overrides: list[str]) -> dict:
     """In this process: one simulation; its round times and this process's peak RSS."""
-    from flayer.compose import compose_dict
-    from flayer.config import to_config
+    from flayer.config.compose import compose_dict
+    from flayer.config.schema import to_config
+    from flayer.config.validation import validate
     from flayer.data.federated import client_splits
-    from flayer.simulation import run_apps
+    from flayer.run.simulation import run_apps
     from flayer.state.store import ClientStore
-    from flayer.validation import validate
 
     cfg = to_config(compose_dict(overrides))
     validate(cfg)

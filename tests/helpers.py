@@ -12,16 +12,16 @@ import torch
 from flwr.app import Error, Message, MessageType, Metadata, RecordDict
 from torch import nn
 
-from flayer.compose import compose_dict
-from flayer.config import Config, DatasetConfig, to_config
+from flayer.config.compose import compose_dict
+from flayer.config.schema import Config, DatasetConfig, to_config
 from flayer.data.federated import ClientData
 from flayer.data.fetch_fmnist import write_idx
 from flayer.data.source import DataSpec
 from flayer.data.sources.fmnist import FILES, FashionMNIST, read_idx
-from flayer.errors import DataError
-from flayer.layers import LayerMap
-from flayer.method import ClientEnv, ClientMethod
-from flayer.models import MODELS
+from flayer.nn.layers import LayerMap
+from flayer.nn.models import MODELS
+from flayer.protocol.method import ClientEnv, ClientMethod
+from flayer.util.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -137,7 +137,7 @@ def client_env(cfg: Config, model: nn.Module, data: ClientData | None = None,
 def make_client(cls: type[ClientMethod], cfg: Config, model: nn.Module | None = None,
                 **env: object) -> ClientMethod:
     """A method's client on tiny data; the run's CNN unless a model is given."""
-    from flayer.method import build_model
+    from flayer.protocol.method import build_model
 
     model = model if model is not None else build_model(cfg, FMNIST_SPEC)
     return cls(client_env(cfg, model, **env), model)

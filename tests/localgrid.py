@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Message, MessageType
 
-from flayer import keys
 from flayer.apps.inprocess import FIRST_NODE, InProcessGrid, run_in_process
-from flayer.config import Config
+from flayer.config.schema import Config
+from flayer.protocol import keys
+from flayer.protocol.rounds import PflStrategy
 from flayer.results.record import RoundRecord
-from flayer.strategy import PflStrategy
 
 
 class LocalGrid(InProcessGrid):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flayer.aggregation import Contribution, WeightedSum, aggregate
+from flayer.protocol.aggregation import Contribution, WeightedSum, aggregate
 
 
 def contributions(rng: np.random.Generator, n: int, masked: bool) -> list[Contribution]:

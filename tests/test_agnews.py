@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data import cache, hub
 from flayer.data.federated import client_splits, load_client, splits_file
 from flayer.data.sources.agnews import AGNews, read_vocab, tokenize, write_vocab
-from flayer.errors import ConfigError, DataError
+from flayer.util.errors import ConfigError, DataError
 from tests import hubdata
 from tests.helpers import make_config
 

@@ -11,10 +11,10 @@ from torch import nn
 
 from baselines.apfl import APFLClient, APFLStrategy
 from baselines.fedavg import FedAvgClient
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model, load_params, shared_params
-from flayer.training import evaluate
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import evaluate
+from flayer.protocol.method import build_model, load_params, shared_params
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config
 
 

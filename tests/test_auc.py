@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import label_binarize
 
-from flayer.training import micro_auc
+from flayer.nn.training import micro_auc
 
 
 def reference(y, prob, classes):

@@ -4,7 +4,7 @@ dropped by one `forget`."""
 import datasets
 import pytest
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data import cache, hub
 from flayer.data.cache import Memo
 from flayer.data.sources.images import CIFAR10

@@ -1,6 +1,6 @@
 """Clean stops, fast: a real SIGINT or SIGTERM to a run in this process (the simulation's
 layout without Ray) ends it with Stopped and its exit code, the line saying how to continue,
-a whole plot and the finished rounds' rows; the signal rules of flayer.stops (held blocks,
+a whole plot and the finished rounds' rows; the signal rules of flayer.run.stops (held blocks,
 nesting under a library that replaces a handler, a second signal, a stop before any run)."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import time
 import pytest
 
 from flayer.apps import inprocess
-from flayer.compose import compose_dict
-from flayer.experiment import run
+from flayer.config.compose import compose_dict
+from flayer.run.experiment import run
+from flayer.run.stops import Stopped, held_signals, stop_message, stop_on_signals, stopping
 from flayer.state.checkpoint import Checkpoints
-from flayer.stops import Stopped, held_signals, stop_message, stop_on_signals, stopping
 from tests.helpers import ROOT, small_data_tuning
 
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
@@ -106,7 +106,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 def test_a_second_signal_while_stopping_ends_the_process_at_once():
     out = run_python(
         "import os, signal, time\n"
-        "from flayer.stops import held_signals, stop_on_signals\n"
+        "from flayer.run.stops import held_signals, stop_on_signals\n"
         "with stop_on_signals(), held_signals():  # stopping: its results being written\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(0.2)\n"
@@ -120,7 +120,7 @@ def test_a_stop_before_any_run_is_one_line():
     started = time.monotonic()
     out = run_python(
         "import os, signal, time\n"
-        "from flayer.stops import exit_on_signals\n"
+        "from flayer.run.stops import exit_on_signals\n"
         "exit_on_signals()\n"
         "os.kill(os.getpid(), signal.SIGINT)\n"
         "time.sleep(30)\n")

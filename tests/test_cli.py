@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from flayer.errors import ConfigError
-from flayer.validation import validate
+from flayer.config.validation import validate
+from flayer.util.errors import ConfigError
 from tests.helpers import ROOT, make_config
 
 

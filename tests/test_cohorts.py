@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flwr.app import MessageType
 
-from flayer.cohorts import CLIENT_OVERHEAD, ExecutorPool, balanced, default_executors
+from flayer.protocol.cohorts import CLIENT_OVERHEAD, ExecutorPool, balanced, default_executors
 from tests.helpers import make_config
 
 

@@ -11,13 +11,13 @@ import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from flayer.catalog import METHODS
-from flayer.checks import check_settings
-from flayer.cli import compose_job
-from flayer.errors import ConfigError
-from flayer.schemas import method_settings, register_schemas
-from flayer.unknown import SettingError
-from flayer.validation import validate
+from flayer.config.checks import check_settings
+from flayer.config.command_line import compose_job
+from flayer.config.store import method_settings, register_schemas
+from flayer.config.unknown import SettingError
+from flayer.config.validation import validate
+from flayer.protocol.catalog import METHODS
+from flayer.util.errors import ConfigError
 from tests.helpers import CONF, ROOT, make_config
 
 GROUPS = ("strategy", "dataset", "model", "partition", "backend", "experiment")
@@ -151,10 +151,10 @@ def test_resuming_a_folder_that_does_not_exist_creates_none(tmp_path):
 
 def test_a_composed_config_is_checked_without_torch():
     code = ("import sys\n"
-            "from flayer.checks import check_settings\n"
-            "from flayer.compose import compose_dict\n"
-            "from flayer.config import to_config\n"
-            "from flayer.schemas import method_settings\n"
+            "from flayer.config.checks import check_settings\n"
+            "from flayer.config.compose import compose_dict\n"
+            "from flayer.config.schema import to_config\n"
+            "from flayer.config.store import method_settings\n"
             "schemes = ('dirichlet', 'iid', 'pathological')\n"
             "for i, method in enumerate(method_settings()):\n"
             "    check_settings(to_config(compose_dict([f'strategy={method}', "

@@ -10,7 +10,7 @@ import pytest
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from flayer.schemas import register_schemas
+from flayer.config.store import register_schemas
 from tests.helpers import CONF
 
 GROUPS = ("strategy", "dataset", "model", "partition", "backend")

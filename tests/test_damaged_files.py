@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
+from flayer.config.validation import validate
 from flayer.data.fetch_fmnist import write_idx
 from flayer.data.node import load_node_data
 from flayer.data.sources import DATASETS
 from flayer.data.sources.agnews import read_vocab
 from flayer.data.sources.fmnist import FILES
-from flayer.errors import DamagedFile, DataError
 from flayer.state.personal import Personal, load_state, save_state
 from flayer.state.store import ClientStore
-from flayer.validation import validate
+from flayer.util.errors import DamagedFile, DataError
 from tests import hubdata
 from tests.helpers import make_config, write_fake_fmnist
 from tests.pfllibdata import image_clients, write_pfllib
@@ -296,7 +296,7 @@ def test_a_damaged_cache_is_made_again_from_the_data(tmp_path, damage, caplog):
 # ---- run folders read by the report --------------------------------------------------------
 @pytest.mark.parametrize("name", ["summary.json", "metrics.csv", "config.yaml"])
 def test_the_report_names_a_damaged_run_file(tmp_path, capsys, name):
-    from flayer.report import main
+    from flayer.results.report import main
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from flayer.apps import inprocess
-from flayer.compose import compose_dict
-from flayer.errors import ConfigError, DamagedFile, RunError
-from flayer.experiment import run
+from flayer.config.compose import compose_dict
+from flayer.run.experiment import run
 from flayer.state.checkpoint import CLIENTS, LATEST, MANIFEST, SERVER, Checkpoints
+from flayer.util.errors import ConfigError, DamagedFile, RunError
 from tests.helpers import small_data_tuning, write_fake_fmnist
 from tests.test_damaged_files import cut, garbage, text
 from tests.test_resume import same_results
@@ -218,8 +218,8 @@ class Replies:
 def test_a_reply_that_says_the_run_cannot_go_on_stops_it_with_its_words():
     from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-    from flayer import keys
-    from flayer.strategy import exchange
+    from flayer.protocol import keys
+    from flayer.protocol.rounds import exchange
     from tests.helpers import mock_reply
 
     fine = mock_reply(1, RecordDict({keys.client_record(0): MetricRecord({"x": 1})}))

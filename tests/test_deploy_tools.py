@@ -21,7 +21,7 @@ from flayer.deploy.cli import with_num_clients
 from flayer.deploy.local import LocalDeployment, node_config
 from flayer.deploy.processes import ProcessSet, members, running
 from flayer.deploy.security import make_node_key, make_tls, subject_alt_names
-from flayer.errors import ConfigError
+from flayer.util.errors import ConfigError
 from tests.helpers import ROOT
 
 TREE = ("sleep 300 & setsid sleep 300 & (sleep 300 & wait) & echo started; wait")

@@ -7,9 +7,9 @@ from torch import nn
 
 from baselines.ditto import W_BUFFER, DittoClient, DittoStrategy
 from baselines.fedavg import FedAvgClient
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
-from flayer.training import train
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import train
+from flayer.protocol.method import build_model, shared_params
 from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
 

@@ -6,7 +6,7 @@ computation fails as a failure of that client alone."""
 import numpy as np
 import pytest
 
-from flayer.catalog import METHODS
+from flayer.protocol.catalog import METHODS
 from flayer.state.store import ClientStore
 from tests.localgrid import run_executors, run_local
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from baselines.fedala import PASSES, STARTED, WEIGHT, FedAlaClient, FedAlaStrategy
-from flayer.layers import LayerMap
-from flayer.method import build_model, load_params, shared_params
+from flayer.nn.layers import LayerMap
+from flayer.protocol.method import build_model, load_params, shared_params
 from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
 

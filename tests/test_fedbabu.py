@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.fedbabu import FedBABUClient, FedBABUConfig, FedBABUStrategy
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
-from flayer.training import only_trainable
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import only_trainable
+from flayer.protocol.method import build_model, shared_params
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, make_config, tiny_client_data
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from baselines.fedcp import CPN_PREFIX, FedCPClient, FedCPConfig, FedCPStrategy, mmd
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
+from flayer.nn.layers import LayerMap
+from flayer.protocol.method import build_model, shared_params
 from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 
@@ -178,7 +178,7 @@ def test_strategy_holds_model_and_cpn_deterministically():
 
 
 def test_strategy_averages_the_uploaded_heads_sample_weighted():
-    from flayer.aggregation import Contribution, WeightedSum
+    from flayer.protocol.aggregation import Contribution, WeightedSum
 
     cfg = make_config("strategy=fedcp")
     model = build_model(cfg, FMNIST_SPEC)

@@ -18,15 +18,15 @@ from baselines.feddbe import (
     FedDBEClient,
     FedDBEConfig,
 )
-from flayer import keys
-from flayer.aggregation import Contribution, WeightedSum
 from flayer.apps.inprocess import act_as_server
-from flayer.catalog import METHODS
-from flayer.layers import LayerMap, features
-from flayer.method import build_model, shared_params
+from flayer.nn.layers import LayerMap, features
+from flayer.nn.training import batches
+from flayer.protocol import keys
+from flayer.protocol.aggregation import Contribution, WeightedSum
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.method import build_model, shared_params
+from flayer.protocol.upload import Upload, encode
 from flayer.results.record import RoundRecord
-from flayer.training import batches
-from flayer.upload import Upload, encode
 from tests.helpers import FMNIST_SPEC, client_env, make_config, mock_reply, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 

@@ -9,9 +9,9 @@ from flwr.app import MessageType
 from torch import nn
 
 from baselines.fedper import FedPerClient, FedPerStrategy, body_names
-from flayer import keys
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.method import build_model, shared_params
 from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
 from tests.localgrid import RecordingGrid, run_local

@@ -25,11 +25,11 @@ from baselines.fedproto import (
     prototype_regularizer,
     prototype_upload,
 )
-from flayer.aggregation import Contribution, WeightedSum
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap, features
-from flayer.method import build_model, shared_params
-from flayer.upload import Upload, checked
+from flayer.nn.layers import LayerMap, features
+from flayer.protocol.aggregation import Contribution, WeightedSum
+from flayer.protocol.method import build_model, shared_params
+from flayer.protocol.upload import Upload, checked
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 from tests.localgrid import run_local

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from baselines.fedprox import FedProxClient, FedProxStrategy
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
-from flayer.training import cross_entropy, proximal_pull, train
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import cross_entropy, proximal_pull, train
+from flayer.protocol.method import build_model, shared_params
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, make_client, make_config
 from tests.localgrid import run_local
 

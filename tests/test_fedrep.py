@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from baselines.fedrep import FedRepClient, FedRepStrategy
-from flayer import keys
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.method import build_model, shared_params
 from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local

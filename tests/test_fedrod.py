@@ -20,10 +20,10 @@ from baselines.fedrod import (
     balanced_softmax_loss,
     log_class_counts,
 )
-from flayer.aggregation import Contribution, WeightedSum
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap, features
-from flayer.method import build_model, shared_params
+from flayer.nn.layers import LayerMap, features
+from flayer.protocol.aggregation import Contribution, WeightedSum
+from flayer.protocol.method import build_model, shared_params
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 

@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from flayer.flayer import masking
-from flayer.flayer.client import FlayerClient
-from flayer.method import shared_params
+from flayer.algorithm import masking
+from flayer.algorithm.client import FlayerClient
+from flayer.protocol.method import shared_params
 from tests.helpers import make_client as build_client
 from tests.helpers import make_config
 

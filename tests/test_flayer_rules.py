@@ -8,12 +8,12 @@ import torch
 from flwr.app import RecordDict
 from torch import nn
 
-from flayer.aggregation import Contribution, aggregate
-from flayer.flayer import masking
-from flayer.flayer.initialization import mix_into
-from flayer.flayer.rates import EPS, adapt_rates, initial_rates, layer_rate
-from flayer.layers import LayerMap
-from flayer.upload import Upload, decode, encode
+from flayer.algorithm import masking
+from flayer.algorithm.initialization import mix_into
+from flayer.algorithm.rates import EPS, adapt_rates, initial_rates, layer_rate
+from flayer.nn.layers import LayerMap
+from flayer.protocol.aggregation import Contribution, aggregate
+from flayer.protocol.upload import Upload, decode, encode
 
 
 class Tiny(nn.Module):
@@ -222,7 +222,7 @@ def test_masked_upload_sends_only_kept_values_and_a_packed_mask():
 
 
 def test_a_real_zero_weight_is_not_treated_as_withheld():
-    from flayer.upload import TensorSpec
+    from flayer.protocol.upload import TensorSpec
 
     value = np.array([0.0, 0.0, 3.0, 4.0], dtype=np.float32)  # real zeros, all kept
     mask = np.array([True, True, True, False])

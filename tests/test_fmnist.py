@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data.fetch_fmnist import split_to_arrays, write_idx
 from flayer.data.sources.fmnist import FashionMNIST, read_idx
-from flayer.errors import DataError
+from flayer.util.errors import DataError
 from tests.helpers import write_fake_fmnist
 
 

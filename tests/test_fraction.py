@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from flayer.compose import compose_dict
+from flayer.config.compose import compose_dict
+from flayer.config.validation import validate
 from flayer.data.federated import client_splits, splits_file
 from flayer.data.node import load_node_data
 from flayer.data.subset import pool_subset, subset_size
-from flayer.errors import ConfigError
 from flayer.results.comparison import group_runs, load_run
-from flayer.rundir import run_info
-from flayer.validation import validate
+from flayer.run.folder import run_info
+from flayer.util.errors import ConfigError
 from tests.helpers import make_config, require_real_fmnist, write_fake_fmnist
 from tests.localgrid import run_local
 from tests.pfllibdata import image_clients, write_pfllib

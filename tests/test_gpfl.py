@@ -23,11 +23,11 @@ from baselines.gpfl import (
     conditional_inputs,
     magnitude_loss,
 )
-from flayer import keys
-from flayer.aggregation import Contribution, WeightedSum
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.aggregation import Contribution, WeightedSum
+from flayer.protocol.method import build_model
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 from tests.localgrid import RecordingGrid, run_local

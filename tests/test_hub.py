@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data import cache, hub
 from flayer.data.federated import load_client
 from flayer.data.sources.images import CIFAR10, CIFAR100, TinyImageNet
-from flayer.errors import DataError
+from flayer.util.errors import DataError
 from tests import hubdata
 from tests.helpers import make_config
 

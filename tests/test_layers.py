@@ -1,8 +1,8 @@
 import torch
 
 from flayer.data.source import DataSpec
-from flayer.layers import LayerMap, features
-from flayer.models import MODELS
+from flayer.nn.layers import LayerMap, features
+from flayer.nn.models import MODELS
 from tests.helpers import FMNIST_SPEC
 
 

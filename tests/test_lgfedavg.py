@@ -9,11 +9,11 @@ import torch
 
 from baselines.fedper import body_names
 from baselines.lgfedavg import LGFedAvgClient, LGFedAvgStrategy, global_names
-from flayer import keys
-from flayer.aggregation import Contribution, WeightedSum
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.aggregation import Contribution, WeightedSum
+from flayer.protocol.method import build_model, shared_params
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, make_config
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local

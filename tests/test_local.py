@@ -11,13 +11,13 @@ import torch
 from flwr.app import MessageType
 
 from baselines.local import LocalClient, LocalStrategy
-from flayer import keys
-from flayer.aggregation import WeightedSum
 from flayer.apps import client_app
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
-from flayer.training import train
-from flayer.upload import Upload, checked
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import train
+from flayer.protocol import keys
+from flayer.protocol.aggregation import WeightedSum
+from flayer.protocol.method import build_model, shared_params
+from flayer.protocol.upload import Upload, checked
 from tests.helpers import FMNIST_SPEC, make_client, make_config
 from tests.localgrid import RecordingGrid, run_local
 

@@ -4,8 +4,8 @@ handlers on an in-process grid (no Ray): the client/strategy contract holds end 
 import numpy as np
 import pytest
 
-from flayer import keys
-from flayer.catalog import METHODS
+from flayer.protocol import keys
+from flayer.protocol.catalog import METHODS
 from tests.localgrid import run_local
 
 

@@ -13,20 +13,20 @@ import torch
 from flwr.app import MessageType
 from torch import nn
 
-from flayer import keys
+from flayer.algorithm import masking
+from flayer.algorithm.client import FlayerClient
+from flayer.algorithm.settings import Reference, reference
 from flayer.apps.inprocess import FIRST_NODE
-from flayer.catalog import METHODS
-from flayer.config import Config
+from flayer.config.schema import Config
 from flayer.data.federated import ClientData, load_client
 from flayer.data.source import DataSpec
-from flayer.errors import ConfigError
-from flayer.flayer import masking
-from flayer.flayer.client import FlayerClient
-from flayer.flayer.settings import Reference, reference
-from flayer.layers import LayerMap, features
-from flayer.method import ClientEnv, ClientMethod, build_model, shared_params
-from flayer.models import MODELS
-from flayer.upload import decode
+from flayer.nn.layers import LayerMap, features
+from flayer.nn.models import MODELS
+from flayer.protocol import keys
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.method import ClientEnv, ClientMethod, build_model, shared_params
+from flayer.protocol.upload import decode
+from flayer.util.errors import ConfigError
 from tests import hubdata
 from tests.helpers import CONF, TEST_MODELS, make_config
 from tests.localgrid import RecordingGrid, run_local

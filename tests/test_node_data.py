@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from flayer.apps.server_app import check_deployed, model_spec
-from flayer.compose import compose_dict
-from flayer.config import Config
+from flayer.config.compose import compose_dict
+from flayer.config.schema import Config
 from flayer.data.node import load_node_data, static_spec
 from flayer.data.source import DataSpec, scale_images
 from flayer.data.sources.agnews import PAD, UNK, tokenize, write_vocab
 from flayer.data.sources.fmnist import FILES, read_idx
-from flayer.errors import ConfigError, DataError
+from flayer.util.errors import ConfigError, DataError
 from tests import hubdata
 from tests.helpers import FMNIST_SPEC, make_config, write_fake_fmnist
 from tests.localgrid import LocalGrid, run_local

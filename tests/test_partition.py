@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from flayer.config import PartitionConfig
+from flayer.config.schema import PartitionConfig
+from flayer.config.store import option_schemas, schema_name
+from flayer.config.validation import validate
 from flayer.data.federated import client_splits, load_client, splits_file
 from flayer.data.partitioners import PARTITIONERS
 from flayer.data.partitioners.dirichlet import DirichletConfig, dirichlet
 from flayer.data.split import holdout, train_test_split
-from flayer.errors import ConfigError, DataError
-from flayer.schemas import option_schemas, schema_name
-from flayer.validation import validate
+from flayer.util.errors import ConfigError, DataError
 from tests.helpers import CONF, make_config
 
 LABELS = np.repeat(np.arange(10), 300)

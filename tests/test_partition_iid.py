@@ -5,7 +5,7 @@ import pytest
 
 from flayer.data.federated import client_splits
 from flayer.data.partitioners.iid import IidConfig, iid
-from flayer.errors import ConfigError, DataError
+from flayer.util.errors import ConfigError, DataError
 from tests.helpers import make_config
 
 LABELS = np.repeat(np.arange(10), 101)  # 1010 samples: shares of 101 over 10, uneven over 7

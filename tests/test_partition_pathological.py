@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
 
+from flayer.config.validation import validate
 from flayer.data.partitioners.pathological import ASSIGNMENTS, PathologicalConfig, pathological
-from flayer.errors import ConfigError, DataError
-from flayer.validation import validate
+from flayer.util.errors import ConfigError, DataError
 from tests.helpers import make_config
 
 LABELS = np.repeat(np.arange(10), 60)

@@ -10,10 +10,10 @@ from torch import nn
 
 from baselines.fedavg import FedAvgClient
 from baselines.perfedavg import PerFedAvgClient, PerFedAvgStrategy, halves
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
-from flayer.training import cross_entropy, evaluate
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import cross_entropy, evaluate
+from flayer.protocol.method import build_model, shared_params
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config
 
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from baselines.pfedme import PFedMeClient, PFedMeStrategy
-from flayer.aggregation import Contribution, WeightedSum
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model, load_params, shared_params
-from flayer.strategy import PflStrategy
-from flayer.training import batches
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import batches
+from flayer.protocol.aggregation import Contribution, WeightedSum
+from flayer.protocol.method import build_model, load_params, shared_params
+from flayer.protocol.rounds import PflStrategy
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config, tiny_client_data
 
 

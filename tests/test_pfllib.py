@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
+from flayer.config.validation import validate
 from flayer.data.federated import load_client
 from flayer.data.sources.pfllib import PFLlibFolder
-from flayer.errors import ConfigError, DataError
-from flayer.validation import validate
+from flayer.util.errors import ConfigError, DataError
 from tests.helpers import make_config
 from tests.pfllibdata import image_clients, token_pairs, write_pfllib
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flayer.flayer.settings import reference
-from flayer.validation import validate
+from flayer.algorithm.settings import reference
+from flayer.config.validation import validate
 from tests import hubdata
 from tests.helpers import CONF, make_config, write_fake_fmnist
 from tests.localgrid import run_local
@@ -71,7 +71,7 @@ def test_preset_runs_one_round_on_local_data(preset, tmp_path, cache_dir, single
 
 
 def test_preset_names_the_missing_data(tmp_path, cache_dir):
-    from flayer.errors import ConfigError
+    from flayer.util.errors import ConfigError
 
     cfg = make_config("+experiment=cifar10_cnn", f"dataset.path={tmp_path / 'nowhere'}",
                       f"cache_dir={cache_dir}")

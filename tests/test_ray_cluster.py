@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from flayer.config.validation import validate
 from flayer.deploy.local import free_port
 from flayer.deploy.processes import ProcessSet
-from flayer.errors import ConfigError
-from flayer.validation import validate
+from flayer.util.errors import ConfigError
 from tests.helpers import ROOT
 
 RAY = str(Path(sys.executable).parent / "ray")

@@ -1,4 +1,4 @@
-from flayer.catalog import METHODS
+from flayer.protocol.catalog import METHODS
 from tests.helpers import CONF, make_config
 
 

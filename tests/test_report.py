@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from flayer.report import main
+from flayer.protocol.rounds import ClientEval, RoundRecord
 from flayer.results.comparison import GROUP_COLUMNS, find_runs
 from flayer.results.recorder import RunRecorder, round_metrics, summarize
-from flayer.strategy import ClientEval, RoundRecord
+from flayer.results.report import main
 
 
 def write_run(folder, method, seed, best, alpha=0.1, extra="", upload=2_500_000, seconds=12.3):

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from flayer.apps import inprocess
-from flayer.catalog import METHODS
-from flayer.compose import compose_dict
-from flayer.errors import ConfigError
-from flayer.experiment import run
+from flayer.config.compose import compose_dict
+from flayer.protocol.catalog import METHODS
+from flayer.run.experiment import run
+from flayer.run.stops import Stopped
 from flayer.state.checkpoint import LATEST, Checkpoints
-from flayer.stops import Stopped
+from flayer.util.errors import ConfigError
 from tests.helpers import small_data_tuning
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
-from flayer import keys
 from flayer.apps.inprocess import act_as_server
-from flayer.config import BackendConfig
-from flayer.roster import Roster
+from flayer.config.schema import BackendConfig
+from flayer.protocol import keys
+from flayer.protocol.roster import Roster
 from tests.helpers import mock_reply
 
 

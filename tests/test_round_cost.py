@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from flwr.app import MessageType
 
-from flayer import keys
-from flayer.errors import ConfigError
-from flayer.validation import validate
+from flayer.config.validation import validate
+from flayer.protocol import keys
+from flayer.util.errors import ConfigError
 from tests.localgrid import RecordingGrid, run_local
 
 

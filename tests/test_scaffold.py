@@ -18,14 +18,14 @@ from baselines.scaffold import (
     corrected_gradient,
     option_two,
 )
-from flayer import keys
-from flayer.aggregation import Contribution, WeightedSum
-from flayer.catalog import METHODS
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
-from flayer.training import cross_entropy
-from flayer.upload import checked
+from flayer.nn.layers import LayerMap
+from flayer.nn.training import cross_entropy
+from flayer.protocol import keys
+from flayer.protocol.aggregation import Contribution, WeightedSum
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.method import build_model, shared_params
+from flayer.protocol.upload import checked
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, make_client, make_config
 from tests.localgrid import run_local
 

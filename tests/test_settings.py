@@ -6,10 +6,10 @@ from dataclasses import fields
 import pytest
 from torch import nn
 
-from flayer.catalog import METHODS
-from flayer.errors import ConfigError
-from flayer.layers import LayerMap
-from flayer.method import build_model
+from flayer.nn.layers import LayerMap
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.method import build_model
+from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, make_config
 
 BAD = {

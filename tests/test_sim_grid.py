@@ -16,10 +16,10 @@ import pytest
 from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
 
-from flayer import keys
 from flayer.apps.actors import RayFailureFilter
 from flayer.apps.inprocess import act_as_server
 from flayer.apps.sim_grid import ExecutorLost, Leave, SimulationGrid, executor_failure
+from flayer.protocol import keys
 
 ACTOR_DIED = ("<class 'ray.exceptions.ActorDiedError'>:<'The actor died unexpectedly before "
               "finishing this task.\n\tclass_name: ClientAppActor\n\tpid: 4242'>")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import flayer.data.sources
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data.source import DataSource, DataSpec, Pool
 from flayer.data.sources import DATASETS
 from flayer.data.sources.agnews import write_vocab

@@ -11,14 +11,14 @@ from flwr.app import (
     RecordDict,
 )
 
-from flayer import keys
 from flayer.apps.inprocess import act_as_server
-from flayer.catalog import METHODS
-from flayer.layers import LayerMap
-from flayer.method import build_model, shared_params
-from flayer.pause import hold, pause_asked
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.method import build_model, shared_params
+from flayer.protocol.upload import Upload, encode
 from flayer.results.record import RoundRecord
-from flayer.upload import Upload, encode
+from flayer.run.pause import hold, pause_asked
 from tests.helpers import FMNIST_SPEC, make_config, mock_reply
 
 reply = mock_reply
@@ -189,7 +189,7 @@ def executor_reply(node: int, clients: dict[int, tuple[dict, int]], shape_of=Non
     """An executor's reply: the weighted sum of its clients' uploads and a record each."""
     from flwr.app import Array, ArrayRecord
 
-    from flayer.aggregation import Contribution, WeightedSum
+    from flayer.protocol.aggregation import Contribution, WeightedSum
 
     total = WeightedSum.of(Contribution(n, arrays) for arrays, n in clients.values())
     num = {k: Array(np.ascontiguousarray(v if shape_of is None else np.zeros(shape_of)))

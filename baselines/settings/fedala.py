@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config import Config, StrategyConfig
+from flayer.config.schema import Config, StrategyConfig
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass
@@ -24,7 +24,7 @@ class FedAlaConfig(StrategyConfig):
     sync: str = "eager"
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        from flayer.strategy import SYNC_MODES
+        from flayer.protocol.rounds import SYNC_MODES
 
         self.require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
                      "must be a finite number > 0")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flayer.config import Config, StrategyConfig
+from flayer.config.schema import Config, StrategyConfig
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass
@@ -17,7 +17,7 @@ class FedBABUConfig(StrategyConfig):
     fine_tuning_epochs: int = 10
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        from flayer.layers import require_linear_head
+        from flayer.nn.layers import require_linear_head
 
         self.require(self.fine_tuning_epochs >= 0, "fine_tuning_epochs",
                      self.fine_tuning_epochs, "must be >= 0 (0: evaluate without fine-tuning)")

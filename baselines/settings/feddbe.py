@@ -6,11 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
+from flayer.config.schema import Config, StrategyConfig
+from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass
@@ -20,7 +20,7 @@ class FedDBEConfig(StrategyConfig):
     kappa: float = 50.0
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        from flayer.layers import require_linear_head
+        from flayer.nn.layers import require_linear_head
 
         if not (math.isfinite(self.momentum) and 0 < self.momentum <= 1):
             raise ConfigError("strategy.momentum", self.momentum, "must be in (0, 1]")

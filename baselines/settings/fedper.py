@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config import Config, StrategyConfig
-from flayer.errors import ConfigError
+from flayer.config.schema import Config, StrategyConfig
+from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from baselines.settings.fedper import FedPerConfig
-from flayer.config import Config
-from flayer.errors import ConfigError
+from flayer.config.schema import Config
+from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass

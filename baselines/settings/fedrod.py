@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config import Config, StrategyConfig
+from flayer.config.schema import Config, StrategyConfig
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass
@@ -16,6 +16,6 @@ class FedRoDConfig(StrategyConfig):
     name: str = "fedrod"
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        from flayer.layers import require_linear_head
+        from flayer.nn.layers import require_linear_head
 
         require_linear_head(layers, cfg.model.name, "fedrod")

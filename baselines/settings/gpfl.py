@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config import Config, StrategyConfig
+from flayer.config.schema import Config, StrategyConfig
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass
@@ -19,7 +19,7 @@ class GPFLConfig(StrategyConfig):
     mu: float = 0.1
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        from flayer.layers import require_linear_head
+        from flayer.nn.layers import require_linear_head
 
         self.require(math.isfinite(self.lam) and self.lam >= 0, "lam", self.lam,
                      "must be a finite number >= 0")

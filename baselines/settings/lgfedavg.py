@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config import Config, StrategyConfig
+from flayer.config.schema import Config, StrategyConfig
 
 if TYPE_CHECKING:
-    from flayer.layers import LayerMap
+    from flayer.nn.layers import LayerMap
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flayer.config import StrategyConfig
+from flayer.config.schema import StrategyConfig
 
 
 @dataclass

@@ -14,7 +14,7 @@ import threading
 from contextlib import suppress
 from pathlib import Path
 
-from flayer.stops import stopping
+from flayer.run.stops import stopping
 
 PROC = Path("/proc")
 ACTOR_TITLE = b"ray::ClientAppActor"  # the process title of Flower's executor actors

@@ -27,18 +27,18 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from flayer import keys
-from flayer.aggregation import WeightedSum
 from flayer.apps.client_work import ClientRunner, runner_for
-from flayer.compose import config_from_overrides, deployed_overrides
-from flayer.config import Config
+from flayer.apps.runtime import set_threads, show_info_logs
+from flayer.config.compose import config_from_overrides, deployed_overrides
+from flayer.config.schema import Config
 from flayer.data.federated import ClientData, load_client
 from flayer.data.node import load_node_data
-from flayer.errors import DamagedFile, DataError
-from flayer.runtime import set_threads, show_info_logs
+from flayer.protocol import keys
+from flayer.protocol.aggregation import WeightedSum
+from flayer.protocol.upload import ReplyError, checked, encode, spec_of
 from flayer.state.personal import Personal
 from flayer.state.store import ClientStore, NodeStates, Stamp
-from flayer.upload import ReplyError, checked, encode, spec_of
+from flayer.util.errors import DamagedFile, DataError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _to_array(value: np.ndarray) -> Array:
 
 def run_error(msg: Message, exc: DataError) -> Message:
     """The reply that stops the run: what the client stands on is damaged, so no client's
-    result of this run can be trusted to be the run's (`flayer.strategy` raises it)."""
+    result of this run can be trusted to be the run's (`flayer.protocol.rounds` raises it)."""
     log.debug("the run cannot go on: %s", exc)  # the server says so, once
     return Message(content=RecordDict({keys.RUN_ERROR: ConfigRecord({keys.REASON: str(exc)})}),
                    reply_to=msg)

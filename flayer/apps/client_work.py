@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from flayer import keys
-from flayer.catalog import METHODS
-from flayer.config import Config
+from flayer.apps.runtime import pick_device
+from flayer.config.schema import Config
 from flayer.data.federated import ClientData
 from flayer.data.source import DataSpec
-from flayer.layers import LayerMap
-from flayer.method import ClientEnv, ClientMethod, FitResult, build_model
-from flayer.runtime import pick_device
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.method import ClientEnv, ClientMethod, FitResult, build_model
 from flayer.state.personal import Personal, state_hash
 
 DataFor = Callable[[int, float], ClientData]  # (partition id, holdout fraction) -> data

@@ -19,14 +19,14 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from flayer import keys
 from flayer.apps.client_app import Executor, NodeClient
 from flayer.apps.server_app import run_server
-from flayer.cohorts import ExecutorPool
-from flayer.config import Config
+from flayer.config.schema import Config
+from flayer.protocol import keys
+from flayer.protocol.cohorts import ExecutorPool
+from flayer.protocol.rounds import PflStrategy, RoundCallback
 from flayer.state.checkpoint import Checkpointing
 from flayer.state.store import ClientStore
-from flayer.strategy import PflStrategy, RoundCallback
 
 FIRST_NODE = 1000  # node k serves partition k (or is executor k): node id FIRST_NODE + k
 RUN_ID = 1
@@ -123,6 +123,6 @@ def run_in_process(cfg: Config, on_round: RoundCallback | None = None,
 
 def engine(cfg: Config, on_round: RoundCallback, store: Path,
            checkpointing: Checkpointing | None = None) -> None:
-    """`flayer.experiment.run`'s engine in this process: the simulation's layout, without
+    """`flayer.run.experiment.run`'s engine in this process: the simulation's layout, without
     Ray (a whole run, checkpoints and resume included, in a debugger or a fast test)."""
     run_in_process(cfg, on_round, store=store, checkpointing=checkpointing)

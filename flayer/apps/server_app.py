@@ -17,24 +17,24 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig
 from torch import nn
 
-from flayer import keys
-from flayer.catalog import METHODS
-from flayer.cohorts import ExecutorPool
-from flayer.compose import compose_dict, deployed_overrides
-from flayer.config import Config, to_config
+from flayer.apps.runtime import set_threads, show_info_logs
+from flayer.config.compose import compose_dict, deployed_overrides
+from flayer.config.schema import Config, to_config
+from flayer.config.validation import validate
 from flayer.data.federated import dataset
 from flayer.data.node import static_spec
 from flayer.data.source import DataSpec
-from flayer.errors import ConfigError, require
-from flayer.layers import LayerMap
-from flayer.method import build_model
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.cohorts import ExecutorPool
+from flayer.protocol.method import build_model
+from flayer.protocol.roster import Routing
+from flayer.protocol.rounds import PflStrategy, RoundCallback
 from flayer.results.record import RoundRecord
-from flayer.roster import Routing
-from flayer.rundir import check_free, open_continuation, record_run
-from flayer.runtime import set_threads, show_info_logs
+from flayer.run.folder import check_free, open_continuation, record_run
 from flayer.state.checkpoint import Checkpointing, Checkpoints
-from flayer.strategy import PflStrategy, RoundCallback
-from flayer.validation import validate
+from flayer.util.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 

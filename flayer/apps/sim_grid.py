@@ -21,7 +21,7 @@ from flwr.app import Message
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
-from flayer import keys
+from flayer.protocol import keys
 
 PULL_INTERVAL = 0.1  # seconds between polls for replies (Flower's own pace)
 _FLOWER_REASON = re.compile(r"<class '(?:[\w.]*\.)?(\w+)'>:<'(.*)", re.DOTALL)

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from flayer.atomic import write_atomic
+from flayer.util.atomic import write_atomic
 
 V = TypeVar("V")
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flayer.config import Config
+from flayer.config.schema import Config
 from flayer.data.cache import Memo, cache_key, save_array_atomic, save_arrays_atomic
 from flayer.data.partitioners import PARTITIONERS
 from flayer.data.source import DataSource
 from flayer.data.sources import DATASETS
 from flayer.data.split import ClientSplit, holdout, train_test_split
 from flayer.data.subset import pool_subset, subset_size
-from flayer.errors import READ_ERRORS
-from flayer.seeding import rng_for
+from flayer.util.errors import READ_ERRORS
+from flayer.util.seeding import rng_for
 
 log = logging.getLogger(__name__)
 

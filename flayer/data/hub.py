@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from flayer.data.cache import Memo
-from flayer.errors import DataError, reading
+from flayer.util.errors import DataError, reading
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -397,7 +397,7 @@ class HubData:
 @contextlib.contextmanager
 def _arrow_reading(file: object, what: str, fix: str,
                    arrow_error: type[Exception]) -> Iterator[None]:
-    """`flayer.errors.reading`, arrow's own errors included."""
+    """`flayer.util.errors.reading`, arrow's own errors included."""
     with reading(file, what, fix):
         try:
             yield

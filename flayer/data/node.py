@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flayer.config import Config
+from flayer.config.schema import Config
 from flayer.data.cache import Memo
 from flayer.data.federated import ClientData, cache_root
 from flayer.data.source import DataSource, DataSpec
@@ -31,8 +31,8 @@ from flayer.data.sources import DATASETS
 from flayer.data.sources.pfllib import read_client_file
 from flayer.data.split import holdout, train_test_split
 from flayer.data.subset import refuse_fraction
-from flayer.errors import DataError
-from flayer.seeding import rng_for
+from flayer.util.errors import DataError
+from flayer.util.seeding import rng_for
 
 NODE_DATA = "a node's own data (node config data-dir), which it uses whole"
 

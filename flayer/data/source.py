@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data.split import ClientSplit
-from flayer.registry import Registry
+from flayer.util.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from flayer.errors import require
-from flayer.seeding import rng_for
+from flayer.util.errors import require
+from flayer.util.seeding import rng_for
 
 
 def check_fraction(fraction: float) -> None:

@@ -17,7 +17,7 @@ from types import FrameType
 
 from flayer.deploy.local import DeployError, LocalDeployment
 from flayer.deploy.security import TlsFiles, check_tls, make_tls
-from flayer.errors import ConfigError, DataError
+from flayer.util.errors import ConfigError, DataError
 
 log = logging.getLogger("flayer.deploy")
 
@@ -63,11 +63,11 @@ def with_num_clients(overrides: list[str], nodes: int) -> list[str]:
 def check(overrides: list[str], own_data: bool) -> None:
     """Compose and check the config here first, so a typo fails before anything starts.
     With the nodes' own data the data checks are left to the nodes."""
-    from flayer.compose import compose_dict, deployed_overrides
-    from flayer.config import to_config
+    from flayer.config.compose import compose_dict, deployed_overrides
+    from flayer.config.schema import to_config
+    from flayer.config.validation import validate
     from flayer.data.node import NODE_DATA
     from flayer.data.subset import refuse_fraction
-    from flayer.validation import validate
 
     try:
         cfg = to_config(compose_dict(shlex.split(deployed_overrides(shlex.join(overrides)))))

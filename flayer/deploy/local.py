@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flayer import keys
 from flayer.deploy.processes import ProcessSet, Started
 from flayer.deploy.security import NodeKey, TlsFiles, make_node_key, make_tls
+from flayer.protocol import keys
 
 log = logging.getLogger(__name__)
 

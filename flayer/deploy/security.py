@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flayer.errors import DamagedFile, reading
+from flayer.util.errors import DamagedFile, reading
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from flayer.errors import reading
+from flayer.util.errors import reading
 
 RUN_COLUMNS = ["method", "dataset", "alpha", "seed", "best accuracy (round)", "final accuracy",
                "MB uploaded", "seconds"]

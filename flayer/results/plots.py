@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from flayer.atomic import write_atomic  # noqa: E402
+from flayer.util.atomic import write_atomic  # noqa: E402
 
 
 def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from flayer.atomic import write_atomic
 from flayer.results.record import RoundRecord
-from flayer.stops import held_signals
+from flayer.run.stops import held_signals
+from flayer.util.atomic import write_atomic
 
 METRIC_COLUMNS = [
     "round", "model_version", "accuracy", "accuracy_mean", "accuracy_std", "auc", "loss",

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from flayer.atomic import write_atomic
-from flayer.errors import DamagedFile, reading
 from flayer.state.personal import load_state
 from flayer.state.store import ClientStore, run_key
+from flayer.util.atomic import write_atomic
+from flayer.util.errors import DamagedFile, reading
 
 log = logging.getLogger(__name__)
 

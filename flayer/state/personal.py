@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from flayer.atomic import write_atomic
-from flayer.errors import reading
+from flayer.util.atomic import write_atomic
+from flayer.util.errors import reading
 
 META_KEY = "__meta__"  # the JSON-encoded metadata inside the .npz
 

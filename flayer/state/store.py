@@ -17,8 +17,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from flayer.errors import RunError
 from flayer.state.personal import Personal, load_state, save_state
+from flayer.util.errors import RunError
 
 STORE_FOLDER = "state"  # inside the run folder, without backend.state_dir
 _PATTERN = "client-*.npz"

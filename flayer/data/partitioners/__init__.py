@@ -18,8 +18,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from omegaconf import MISSING
 
-from flayer.config import PartitionConfig
-from flayer.registry import Registry, import_modules
+from flayer.config.schema import PartitionConfig
+from flayer.util.registry import Registry, import_modules
 
 S = TypeVar("S", bound=PartitionConfig)
 

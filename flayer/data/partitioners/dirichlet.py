@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from flayer.config import Config, PartitionConfig
+from flayer.config.schema import Config, PartitionConfig
 from flayer.data.partitioners import load_partitions, register_partitioner
-from flayer.errors import DataError, require
+from flayer.util.errors import DataError, require
 
 
 @dataclass

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flayer.config import PartitionConfig
+from flayer.config.schema import PartitionConfig
 from flayer.data.partitioners import load_partitions, register_partitioner
-from flayer.errors import DataError
+from flayer.util.errors import DataError
 
 
 @dataclass
@@ -33,7 +33,7 @@ def iid(
     from datasets import Dataset
     from flwr_datasets.partitioner import IidPartitioner
 
-    from flayer.seeding import rng_for
+    from flayer.util.seeding import rng_for
 
     smallest = len(labels) // num_clients
     if smallest < min_size:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from flayer.config import Config, PartitionConfig
+from flayer.config.schema import Config, PartitionConfig
 from flayer.data.partitioners import load_partitions, register_partitioner
-from flayer.errors import DataError, require
+from flayer.util.errors import DataError, require
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def pathological(
     from datasets import Dataset
     from flwr_datasets.partitioner import PathologicalPartitioner
 
-    from flayer.seeding import rng_for
+    from flayer.util.seeding import rng_for
 
     k, mode = cfg.classes_per_client, cfg.class_assignment
     classes = np.unique(labels)

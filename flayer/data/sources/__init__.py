@@ -5,7 +5,7 @@ so adding a dataset means adding its module, its `conf/dataset/<name>.yaml` and 
 Import `DATASETS` from here (not from flayer.data.source) to get it filled."""
 
 from flayer.data.source import DATASETS
-from flayer.registry import import_modules
+from flayer.util.registry import import_modules
 
 import_modules(__name__, __path__)  # each dataset's module registers its source
 

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flayer.atomic import write_atomic
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data.cache import Memo, save_array_atomic
 from flayer.data.hub import HubData, read_labels
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
-from flayer.errors import ConfigError, DataError, reading
+from flayer.util.atomic import write_atomic
+from flayer.util.errors import ConfigError, DataError, reading
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
-from flayer.errors import DamagedFile, DataError, reading
+from flayer.util.errors import DamagedFile, DataError, reading
 
 FILES = {
     "train_x": "train-images-idx3-ubyte",

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data.hub import HubData, read_labels
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
-from flayer.errors import DataError
+from flayer.util.errors import DataError
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from flayer.config import DatasetConfig
+from flayer.config.schema import DatasetConfig
 from flayer.data.cache import Memo
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
 from flayer.data.split import ClientSplit
-from flayer.errors import DataError, reading
+from flayer.util.errors import DataError, reading
 
 CONFIG = "config.json"
 PARTS = ("train", "test")

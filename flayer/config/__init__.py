@@ -1,0 +1,2 @@
+"""The settings of a run: the typed schema, Hydra's store, composing, the checks and the
+command line."""

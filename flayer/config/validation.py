@@ -1,0 +1,51 @@
+"""Checks every setting before any simulation starts; raises ConfigError naming the setting,
+its value and what is allowed (DataError when the data cannot be split as asked)."""
+
+from __future__ import annotations
+
+from flayer.config.checks import check_settings
+from flayer.config.schema import Config
+from flayer.data.federated import client_splits, dataset, pool_size, source_of
+from flayer.data.source import DataSource
+from flayer.data.subset import described, refuse_fraction
+from flayer.nn.layers import LayerMap
+from flayer.protocol.catalog import METHODS
+from flayer.protocol.method import build_model
+from flayer.util.errors import ConfigError, DamagedFile, DataError, require
+
+
+def validate(cfg: Config) -> None:
+    check_settings(cfg)  # those that need neither data nor model (no torch): first
+    if cfg.device == "cuda":
+        import torch
+
+        require(torch.cuda.is_available(), "device", cfg.device,
+                 "CUDA is not available on this machine; use auto or cpu")
+    source = source_of(cfg)
+    if not source.partitioned:
+        refuse_fraction(cfg.dataset.fraction, f"{source.name} data, which brings its own clients")
+    try:
+        source.check()
+    except DamagedFile:
+        raise  # the data is there but damaged: named as it is
+    except DataError as exc:
+        raise ConfigError("dataset.path", cfg.dataset.path, str(exc)) from None
+    if source.partitioned:
+        cfg.partition.check(cfg, pool_size(cfg), described(source.name, cfg.dataset.fraction),
+                            _known_classes(source))
+    else:
+        clients = source.num_clients()
+        require(cfg.num_clients == clients, "num_clients", cfg.num_clients,
+                f"must be {clients}: the {source.name} data at dataset.path has {clients} clients")
+    # The split itself (cached on disk): a partitioner that cannot satisfy the settings fails
+    # here with DataError, before any simulation starts, not inside a client actor.
+    client_splits(cfg)
+    model = build_model(cfg, dataset(cfg).spec)
+    METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
+
+
+def _known_classes(source: DataSource) -> int | None:
+    """The number of classes where the dataset fixes it without data (else None: the
+    partitioner then checks against the labels themselves)."""
+    spec = source.static_spec(source.cfg)
+    return spec.num_classes if spec is not None else None

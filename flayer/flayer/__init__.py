@@ -1,3 +1,0 @@
-"""FLAYER (Chen et al., "Optimizing Personalized Federated Learning through Adaptive
-Layer-Wise Learning", IJCAI 2025): settings (settings.py, no torch), client side and server
-side; flayer.flayer.method registers them as "flayer"."""

@@ -1,0 +1,393 @@
+"""The server strategy every method subclasses, and the one round loop.
+
+Round 0 evaluates every client before any training; each later round samples clients
+(seeded by partition id), checks every training reply against the method's upload
+declaration (a reply that fails counts as a failure and is skipped), aggregates in
+partition-id order, then evaluates. Each round's `RoundRecord` is created by the loop and
+passed to every step, and handed to the results writer when the round ends. Which node serves
+which client is the routing's business: on real machines the roster
+(`flayer.protocol.roster`, a node per client), in simulation the executor pool
+(`flayer.protocol.cohorts`, a cohort per executor).
+Contributions arrive one per client (a SuperNode's upload) or summed per executor, and are
+combined in partition-id order in float64.
+
+A method overrides only its declarations: what the server holds (`initial_global`), what a
+training reply must hold (`upload_spec`), how contributions combine
+(`aggregate_sums`), whether every client must see each new model
+(`sync_every_round`) and any extra exchange before round 0 (`prepare_round0`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from torch import nn
+
+from flayer.config.schema import Config, StrategyConfig
+from flayer.nn.layers import LayerMap
+from flayer.protocol import keys
+from flayer.protocol.aggregation import WeightedSum, weighted_mean
+from flayer.protocol.method import shared_params
+from flayer.protocol.roster import Roster, Routing
+from flayer.protocol.upload import (
+    ReplyError,
+    TensorSpec,
+    UploadSpec,
+    decode,
+    reply_nbytes,
+    spec_record,
+)
+from flayer.results.record import ClientEval, RoundRecord
+from flayer.run.pause import hold
+from flayer.state.checkpoint import ServerState
+from flayer.util.errors import RunError
+from flayer.util.seeding import rng_for
+
+log = logging.getLogger(__name__)
+
+RoundCallback = Callable[[RoundRecord], None]
+# Where a method syncs every client with each new model (`sync_every_round`), a setting may
+# make it lazy: only the clients that train or are evaluated take in the newest model.
+SYNC_MODES = ("eager", "lazy")
+
+
+@dataclass
+class Collected:
+    """A round's accepted training work: the weighted sum of the accepted uploads and each
+    accepted client's reply metrics, by partition id."""
+
+    total: WeightedSum = field(default_factory=WeightedSum)
+    clients: dict[int, dict] = field(default_factory=dict)
+
+    def ordered(self) -> list[tuple[int, dict]]:
+        return sorted(self.clients.items())
+
+
+class PflStrategy:
+    """Base server strategy. Subclasses declare what clients upload and how it aggregates."""
+
+    def __init__(self, cfg: Config, settings: StrategyConfig, layers: LayerMap,
+                 train_metrics: tuple[str, ...] = (), routing: Routing | None = None) -> None:
+        self.cfg = cfg
+        self.settings = settings
+        self.layers = layers
+        self.train_metrics = train_metrics  # the method's extra train metrics, by name
+        self.version = 0  # successful aggregations so far
+        self.global_arrays: dict[str, np.ndarray] = {}  # what the server holds and sends
+        # instructions every message carries beyond the round's own (the run folder's key
+        # and its newest checkpoint, for SuperNodes that keep their state on disk)
+        self.run_instructions: dict[str, int | str] = {}
+        # which node serves which client: a node per client unless given (simulation)
+        self.roster: Routing = routing or Roster(cfg.num_clients, cfg.backend)
+
+    # ---- what a method declares ----------------------------------------------------------
+    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """The arrays the server holds and sends, from the run's initial model: every
+        parameter by default (a method may hold fewer, or extra modules of its own)."""
+        return shared_params(model)
+
+    def prepare_round0(self, grid: Grid, rec: RoundRecord, timeout: float) -> None:
+        """Extra exchange before round 0's evaluation (its bytes count in round 0)."""
+
+    def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:
+        """What every training reply must hold: by default every global tensor in full."""
+        return {name: TensorSpec(tuple(arr.shape)) for name, arr in global_arrays.items()}
+
+    def sync_every_round(self) -> bool:
+        """Whether every client must receive each new global model, evaluated or not."""
+        return False
+
+    def aggregate_sums(self, total: WeightedSum, previous: dict[str, np.ndarray]
+                       ) -> dict[str, np.ndarray]:
+        """The new global arrays from the accepted uploads' weighted sum."""
+        return total.mean(previous)
+
+    # ---- the round loop -------------------------------------------------------------------
+    def set_initial(self, model: nn.Module) -> None:
+        self.global_arrays = self.initial_global(model)
+
+    def server_state(self, server_round: int) -> ServerState:
+        """What the server holds after this round, for a checkpoint: the model version and
+        the global arrays (a method with more server-side state adds it)."""
+        return ServerState(round=server_round, version=self.version,
+                           arrays=dict(self.global_arrays), meta={})
+
+    def restore(self, state: ServerState) -> None:
+        """Continue from a checkpoint's server state."""
+        self.version = state.version
+        self.global_arrays = dict(state.arrays)
+
+    def run(self, grid: Grid, on_round: RoundCallback | None = None,
+            start_round: int = 0) -> None:
+        """Round 0 (unless continuing from a checkpoint), then the training rounds up to
+        cfg.num_rounds; each finished round goes to on_round."""
+        self.roster.wait_for_nodes(grid)
+        for server_round in range(start_round, self.cfg.num_rounds + 1):
+            if server_round > 0:
+                hold(self.cfg.backend.pause_file, server_round)
+            rec = self.play_round(grid, server_round)
+            if on_round is not None:
+                on_round(rec)
+
+    def play_round(self, grid: Grid, server_round: int) -> RoundRecord:
+        """One round: (round 0: prepare; else: sample, train, aggregate), then evaluate."""
+        timeout = self.cfg.backend.round_timeout
+        start = time.perf_counter()
+        rec = RoundRecord(round=server_round, model_version=self.version)
+        self.roster.refresh(grid, server_round)
+        if server_round == 0:
+            self.prepare_round0(grid, rec, timeout)
+        else:
+            replies = exchange(grid, self.configure_train(server_round, rec), timeout)
+            self.aggregate_train(server_round, replies, rec)
+            if self.evaluate_targets(server_round):
+                self.roster.refresh(grid, server_round)
+        replies = exchange(grid, self.configure_evaluate(server_round), timeout)
+        self.aggregate_evaluate(server_round, replies, rec)
+        rec.model_version = self.version
+        rec.seconds = time.perf_counter() - start
+        return rec
+
+    def messages(self, partition_ids: Iterable[int], kind: str, server_round: int,
+                 spec: UploadSpec | None = None, evaluate: Iterable[int] = (),
+                 arrays: dict[str, np.ndarray] | None = None,
+                 **config: int | float | str | bool) -> list[Message]:
+        """One message per node serving some of these clients: the global arrays (or the
+        given ones), this round's instructions and the node's cohort; a train message also
+        carries the upload declaration, an evaluate message which clients to evaluate."""
+        record = to_record(self.global_arrays if arrays is None else arrays)
+        evaluate = set(evaluate)
+        out = []
+        for node, cohort in self.roster.route(partition_ids, kind).items():
+            content = RecordDict({keys.ARRAYS: record, keys.CONFIG: ConfigRecord({
+                **self.run_instructions,
+                keys.SERVER_ROUND: server_round, keys.MODEL_VERSION: self.version,
+                keys.COHORT: cohort, keys.DO_EVALUATE: [p for p in cohort if p in evaluate],
+                **config})})
+            if spec is not None:
+                content[keys.UPLOAD_SPEC] = spec_record(spec)
+            out.append(Message(content=content, dst_node_id=node, message_type=kind))
+        return out
+
+    def sample(self, server_round: int) -> list[int]:
+        """Partition ids that train this round: seeded by run seed and round."""
+        known = self.roster.partitions
+        k = max(1, int(self.cfg.num_clients * self.cfg.join_ratio))
+        k = min(k, len(known))
+        chosen = rng_for(self.cfg.seed, "sample", server_round).choice(known, k, replace=False)
+        return sorted(int(p) for p in chosen)
+
+    def configure_train(self, server_round: int, rec: RoundRecord) -> list[Message]:
+        """Train messages for the sampled clients; a sampled client without a node counts
+        as a missing reply."""
+        rec.sampled = self.sample(server_round)
+        return self.messages(rec.sampled, MessageType.TRAIN, server_round,
+                             spec=self.upload_spec(self.global_arrays))
+
+    def collect(self, server_round: int, replies: Iterable[Message], spec: UploadSpec,
+                expected: Iterable[int], rec: RoundRecord) -> Collected:
+        """The work that passes every check, summed in partition-id order. An expected client
+        without an accepted result (no reply, an error, a failed upload check or a train loss
+        that is not finite) counts as a failure; every client's upload counts in the round's
+        upload bytes, accepted or not."""
+        expected = set(expected)
+        parts: list[tuple[int, WeightedSum]] = []
+        out = Collected()
+        for msg in replies:
+            if msg.has_error():
+                log.warning("round %d: reply error: %s", server_round, msg.error.reason)
+                continue
+            content = msg.content
+            _count_failures(server_round, content, rec)
+            clients = _client_records(content)
+            if keys.SUM_NUM in content.array_records:  # an executor's sum over its cohort
+                try:
+                    part = _sum_of(content, spec)
+                except (ReplyError, ValueError) as exc:
+                    log.warning("round %d: rejected an executor's sum: %s", server_round, exc)
+                    continue
+                rec.upload_bytes += sum(int(m.get(keys.UPLOAD_BYTES, 0))
+                                        for m in clients.values())
+                if not set(clients) <= expected:
+                    log.warning("round %d: rejected an executor's sum for partitions %s, not "
+                                "asked", server_round, sorted(set(clients) - expected))
+                elif clients:
+                    parts.append((min(clients), part))
+                    out.clients.update(clients)
+                continue
+            rec.upload_bytes += reply_nbytes(content)  # one client's own upload
+            try:
+                (pid, metrics), = clients.items()
+                if pid not in expected:
+                    raise ReplyError(f"partition {pid} was not asked")
+                weight = float(metrics[keys.NUM_EXAMPLES])
+                if not weight > 0:
+                    raise ReplyError(f"num-examples {weight}")
+                loss = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
+                if not np.isfinite(loss):
+                    raise ReplyError(f"train loss {loss}")
+                contribution = decode(content, spec, weight)
+            except (KeyError, ReplyError, TypeError, ValueError) as exc:
+                log.warning("round %d: rejected a reply: %s", server_round, exc)
+                continue
+            parts.append((pid, WeightedSum.of([contribution])))
+            out.clients[pid] = metrics
+        for _, part in sorted(parts, key=lambda t: t[0]):
+            out.total.merge(part)
+        rec.failures += len(expected - set(out.clients))
+        return out
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        rec: RoundRecord) -> bool:
+        """Aggregate the accepted training replies into a new global model version; False
+        when no reply was accepted (the model and its version stay)."""
+        previous = self.global_arrays
+        got = self.collect(server_round, replies, self.upload_spec(previous), rec.sampled, rec)
+        if not got.clients:
+            return False
+        self.global_arrays = self.aggregate_sums(got.total, previous)
+        self.version += 1
+        accepted = [m for _, m in got.ordered()]
+        rec.trained = len(accepted)
+        weights = [float(m[keys.NUM_EXAMPLES]) for m in accepted]
+        rec.train_loss = weighted_mean([float(m[keys.TRAIN_LOSS]) for m in accepted], weights)
+        for name in self.train_metrics:
+            values = [float(m.get(name, float("nan"))) for m in accepted]
+            rec.train_metrics[name] = weighted_mean(values, weights)
+        return True
+
+    def is_eval_round(self, server_round: int) -> bool:
+        return (
+            server_round == 0
+            or server_round % self.cfg.eval_every == 0
+            or server_round == self.cfg.num_rounds
+        )
+
+    def evaluated(self, server_round: int) -> list[int]:
+        """Partition ids evaluated this round: every client in round 0 and the last round,
+        else in an evaluated round an `eval_fraction` share of the run's clients, seeded by
+        run seed and round."""
+        known = self.roster.partitions
+        if not self.is_eval_round(server_round):
+            return []
+        if server_round in (0, self.cfg.num_rounds) or self.cfg.eval_fraction >= 1:
+            return known
+        k = min(len(known), max(1, math.ceil(self.cfg.eval_fraction * self.cfg.num_clients)))
+        chosen = rng_for(self.cfg.seed, "evaluate", server_round).choice(known, k,
+                                                                          replace=False)
+        return sorted(int(p) for p in chosen)
+
+    def evaluate_targets(self, server_round: int) -> list[int]:
+        """Partition ids sent an evaluate message: the evaluated ones, and every client where
+        the method must sync each new model (`evaluate` in the message says which is which)."""
+        if self.sync_every_round():
+            return self.roster.partitions
+        return self.evaluated(server_round)
+
+    def configure_evaluate(self, server_round: int) -> list[Message]:
+        return self.messages(self.evaluate_targets(server_round), MessageType.EVALUATE,
+                             server_round, evaluate=self.evaluated(server_round))
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
+                           rec: RoundRecord) -> None:
+        """Every client's evaluation into the round's record, in partition-id order; a client
+        sent an evaluate message without an answer counts as a failure."""
+        expected = set(self.roster.partitions if server_round == 0
+                       else self.evaluate_targets(server_round))
+        answered: set[int] = set()
+        for msg in replies:
+            if msg.has_error():
+                log.warning("round %d: evaluate reply error: %s", server_round, msg.error.reason)
+                continue
+            _count_failures(server_round, msg.content, rec)
+            for pid, m in _client_records(msg.content).items():
+                try:
+                    if int(m[keys.EVALUATED]):
+                        rec.clients.append(client_eval(pid, m))
+                    answered.add(pid)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("round %d: rejected an evaluate reply: %s", server_round, exc)
+        rec.failures += len(expected - answered)
+        if server_round == 0:
+            rec.failures += self.cfg.num_clients - len(self.roster.partitions)
+        rec.clients.sort(key=lambda c: c.partition_id)
+
+
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+    """Send the messages and collect their replies; RunError where a reply says the run
+    cannot go on (a damaged client state file, the run's data), before any reply is used."""
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    for msg in replies:
+        if not msg.has_error() and keys.RUN_ERROR in msg.content.config_records:
+            raise RunError(str(msg.content.config_records[keys.RUN_ERROR][keys.REASON]))
+    return replies
+
+
+def cohorts(messages: Iterable[Message]) -> list[int]:
+    """Every partition id the messages are for."""
+    return sorted(int(p) for m in messages for p in m.content[keys.CONFIG][keys.COHORT])
+
+
+def _client_records(content: RecordDict) -> dict[int, dict]:
+    """Partition id -> metrics, from a reply's per-client records."""
+    out = {}
+    for name, record in content.metric_records.items():
+        if name.startswith(keys.CLIENT_PREFIX):
+            out[int(name[len(keys.CLIENT_PREFIX):])] = dict(record)
+    return out
+
+
+def _count_failures(server_round: int, content: RecordDict, rec: RoundRecord) -> None:
+    """Log each client a reply reports failed, and count the bytes its upload held."""
+    for name, record in content.config_records.items():
+        if name.startswith(keys.FAILED_PREFIX):
+            rec.upload_bytes += int(record.get(keys.UPLOAD_BYTES, 0))
+            log.warning("round %d: client %s: %s", server_round, name[len(keys.FAILED_PREFIX):],
+                        record.get(keys.REASON, "failed"))
+
+
+def _sum_of(content: RecordDict, spec: UploadSpec) -> WeightedSum:
+    """An executor's weighted sum, checked against the declaration's tensors and shapes."""
+    num, den = content.array_records[keys.SUM_NUM], content.array_records.get(keys.SUM_DEN)
+    if den is None or set(num) != set(den):
+        raise ReplyError("a sum without the weights of each tensor")
+    if num and set(num) != set(spec):
+        raise ReplyError(f"summed tensors {sorted(set(num) ^ set(spec))} differ from the "
+                         "declaration")
+    items = []
+    for name in num:
+        n, d = num[name].numpy(), den[name].numpy()
+        if tuple(n.shape) != spec[name].shape:
+            raise ReplyError(f"{name}: summed shape {n.shape}, declared {spec[name].shape}")
+        if not (np.all(np.isfinite(n)) and np.all(np.isfinite(d)) and np.all(d >= 0)):
+            raise ReplyError(f"{name}: a sum with NaN, Inf or negative weights")
+        items.append((name, n, d))
+    return WeightedSum.from_items(items)
+
+
+_CORE = {keys.PARTITION_ID, keys.CORRECT, keys.NUM_TEST, keys.AUC, keys.TEST_LOSS,
+         keys.EVALUATED, keys.ACCURACY}
+
+
+def client_eval(pid: int, m: dict) -> ClientEval:
+    """A client's evaluate reply as a ClientEval (ValueError for impossible counts)."""
+    num = int(m[keys.NUM_TEST])
+    correct = int(m[keys.CORRECT])
+    if num <= 0 or not 0 <= correct <= num:
+        raise ValueError(f"client {pid}: {correct} correct of {num}")
+    return ClientEval(
+        partition_id=pid, correct=correct, num_test=num, auc=float(m[keys.AUC]),
+        loss=float(m[keys.TEST_LOSS]),
+        extra={k: float(v) for k, v in m.items() if k not in _CORE},
+    )
+
+
+def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})

@@ -1,0 +1,251 @@
+"""A run folder, opened in one place for the simulation and the deployment paths: refuse a
+folder that holds results (unless the run continues it), write the resolved config and the
+overrides it was composed from, record every round, and say so when a run stops before its
+last round (after its partial results are written).
+
+Continuing a run (`resume`): the run's config is composed again from its saved overrides plus
+the new ones, and must equal the saved config but for the keys a continuation may change
+(`CONTINUE_KEYS`: `num_rounds` may grow); the rows after the last checkpoint are dropped."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from flayer.config.schema import Config
+from flayer.protocol.catalog import METHODS
+from flayer.results.record import RoundRecord
+from flayer.results.recorder import RESULT_FILES, RunRecorder
+from flayer.run.stops import held_signals
+from flayer.state.checkpoint import REFUSED, Checkpoints
+from flayer.util.errors import ConfigError, DamagedFile, reading
+
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"  # the overrides the config was composed from
+METRICS_FILE, SUMMARY_FILE = "metrics.csv", "summary.json"
+# what a continued run may set differently from the saved config: the rounds, and what only
+# controls the run's course (progress bar, checkpoints, the pause file), never its numbers
+CONTINUE_KEYS = ("num_rounds", "resume", "progress", "checkpoint_every", "checkpoint_keep",
+                 "backend.pause_file")
+
+RoundSink = Callable[[RoundRecord], None]
+_UNSET = object()
+log = logging.getLogger(__name__)
+
+
+class RunIncomplete(RuntimeError):
+    """The run stopped before its last round; its partial results are in the folder."""
+
+
+def has_results(run_dir: Path) -> list[str]:
+    return [name for name in RESULT_FILES if (run_dir / name).exists()]
+
+
+def check_free(run_dir: Path, setting: str = "hydra.run.dir") -> None:
+    """ConfigError unless the folder holds no results (nothing is ever overwritten)."""
+    found = has_results(run_dir)
+    if found:
+        raise ConfigError(setting, str(run_dir),
+                          f"already holds results ({', '.join(found)}); choose another directory")
+
+
+def run_info(cfg: Config) -> dict[str, Any]:
+    """The identifying settings a summary and the report show."""
+    return {
+        "method": cfg.strategy.name,
+        "dataset": cfg.dataset.name,
+        # a share of the pool makes another experiment; the whole pool is the usual one
+        **({"dataset_fraction": cfg.dataset.fraction} if cfg.dataset.fraction < 1 else {}),
+        "model": cfg.model.name,
+        **cfg.partition.summary_fields(),
+        "seed": cfg.seed,
+        "num_clients": cfg.num_clients,
+        "num_rounds": cfg.num_rounds,
+        "join_ratio": cfg.join_ratio,
+        "batch_size": cfg.batch_size,
+        "local_epochs": cfg.local_epochs,
+        "lr": cfg.learning_rate,
+        **cfg.strategy.summary_fields(),
+    }
+
+
+def record_run(run_dir: Path, dcfg: DictConfig, cfg: Config, play: Callable[[RoundSink], None],
+               progress: bool, overrides: Sequence[str] = (),
+               resume_round: int | None = None) -> dict[str, Any]:
+    """Write config.yaml (and the overrides), let `play` run the rounds into the folder's
+    recorder, then write the summary and plot; returns the summary, or raises RunIncomplete
+    for a run that stopped early (its rows, summary and plot are written first). With
+    `resume_round` the folder's rows up to that round are kept (-1: none)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recorder = None
+    try:
+        with held_signals():  # a stop cuts no file short, and finds the recorder to finish
+            (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(dcfg, resolve=True))
+            (run_dir / OVERRIDES_FILE).write_text(
+                OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+            recorder = RunRecorder(
+                run_dir, run_info(cfg), cfg.num_rounds, progress=progress,
+                train_metrics=METHODS.get(cfg.strategy.name).client.train_metrics,
+                keep_rounds=resume_round)
+        play(recorder)
+    finally:
+        if recorder is not None:
+            summary = recorder.finish()
+    if not summary["complete"]:
+        raise RunIncomplete(
+            f"the run stopped after round {summary['rounds_completed']} of {cfg.num_rounds}; "
+            f"see the log above. Partial results are in {run_dir}; continue it with "
+            f"resume={run_dir}"
+        )
+    return summary
+
+
+@dataclass
+class Continuation:
+    """How a run folder goes on: its config (saved, with the allowed changes), the
+    overrides to save with it, the checkpoint to start from (None: no round finished, start
+    again from round 0) and whether it is already complete."""
+
+    dcfg: DictConfig
+    overrides: list[str]
+    checkpoint: Path | None
+    complete: bool
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def differing_keys(saved: DictConfig, new: DictConfig) -> list[str]:
+    """Dotted keys whose resolved values differ, `CONTINUE_KEYS` left out."""
+    a = _flat(OmegaConf.to_container(saved, resolve=True))
+    b = _flat(OmegaConf.to_container(new, resolve=True))
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k, "<unset>") != b.get(k, "<unset>") and k not in CONTINUE_KEYS)
+
+
+def open_continuation(run_dir: Path, resume: str, overrides: Sequence[str],
+                      compose: Callable[[list[str]], DictConfig],
+                      fallback: bool = True) -> Continuation | None:
+    """How `resume` continues the run in run_dir; None where resume=auto finds no run there.
+    ConfigError (exit 2) for a folder that is not a run, or settings that differ;
+    DamagedFile for a damaged config, checkpoint or metrics file, before anything is
+    written. With `fallback` a damaged newest checkpoint gives way to an older whole one
+    (only where the checkpoints hold all of the run's state: not in deployment, where the
+    SuperNodes keep theirs)."""
+    if not (run_dir / CONFIG_FILE).is_file() or not (run_dir / OVERRIDES_FILE).is_file():
+        if resume == "auto" and not has_results(run_dir):
+            return None
+        what = ("does not exist" if not run_dir.exists() else
+                "is not a flayer run folder (no config.yaml and overrides.yaml)")
+        raise ConfigError("resume", resume, f"{run_dir} {what}; give the folder of a run")
+    saved = _saved_config(run_dir / CONFIG_FILE)
+    saved_overrides = _saved_overrides(run_dir / OVERRIDES_FILE)
+    mine = [o for o in overrides if _key(o) != "resume"]
+    kept = [o for o in saved_overrides if _key(o) not in {_key(m) for m in mine}]
+    allowed = ", ".join(CONTINUE_KEYS[:1] + CONTINUE_KEYS[2:])
+    try:
+        dcfg = compose([*kept, *mine, f"resume={resume}"])
+    except HydraException as exc:  # e.g. another method, whose settings the saved ones miss
+        raise ConfigError("resume", resume,
+                          f"{' '.join(mine)} does not fit the run in {run_dir} (made with "
+                          f"{' '.join(saved_overrides)}): {str(exc).splitlines()[0]}; only "
+                          f"{allowed} may change") from None
+    changed = differing_keys(saved, dcfg)
+    named = {_key(m) for m in mine}
+    lacking = [k for k in changed if OmegaConf.select(saved, k, default=_UNSET) is _UNSET
+               and not _named(k, named)]
+    if lacking:  # a setting newer than the run (or a cut file): the composed value holds
+        log.warning("%s lacks the settings %s (written by an older flayer, or cut short); "
+                    "they take the values composed from %s", run_dir / CONFIG_FILE,
+                    ", ".join(lacking), OVERRIDES_FILE)
+        changed = [k for k in changed if k not in lacking]
+    if changed:
+        shown = "; ".join(f"{k}: {OmegaConf.select(saved, k)} -> {OmegaConf.select(dcfg, k)}"
+                          for k in changed)
+        unasked = ("" if all(_named(k, named) for k in changed) else
+                   f"; {run_dir / CONFIG_FILE} and {OVERRIDES_FILE} disagree where no "
+                   "override asked for a change: one of them is damaged or was edited")
+        raise ConfigError("resume", resume,
+                          f"the run in {run_dir} was made with other settings ({shown}); "
+                          f"only {allowed} may change{unasked}")
+    checkpoint = Checkpoints(run_dir).usable(fallback)
+    done = Checkpoints.load(checkpoint).round if checkpoint is not None else -1
+    if dcfg.num_rounds < done:
+        raise ConfigError("num_rounds", dcfg.num_rounds,
+                          f"must be >= {done}, the rounds the run in {run_dir} has done")
+    _check_rows(run_dir / METRICS_FILE, done)
+    complete = done == dcfg.num_rounds and _says_complete(run_dir / SUMMARY_FILE)
+    return Continuation(dcfg=dcfg, overrides=[*kept, *mine], checkpoint=checkpoint,
+                        complete=complete)
+
+
+def _named(key: str, named: set[str]) -> bool:
+    """Whether an override names the key or a group above it."""
+    return any(key == n or key.startswith(n + ".") for n in named)
+
+
+def _saved_config(file: Path) -> DictConfig:
+    with reading(file, "a run's config (YAML)", REFUSED, also=(yaml.YAMLError,)):
+        saved = OmegaConf.load(file)
+    if not isinstance(saved, DictConfig) or "strategy" not in saved:
+        raise DamagedFile(file, "does not hold a run's resolved config", REFUSED)
+    return saved
+
+
+def _saved_overrides(file: Path) -> list[str]:
+    with reading(file, "a run's overrides (a YAML list)", REFUSED, also=(yaml.YAMLError,)):
+        saved = OmegaConf.to_container(OmegaConf.load(file))
+    if not isinstance(saved, list) or not all(isinstance(o, str) and
+                                              ("=" in o or o.startswith("~")) for o in saved):
+        raise DamagedFile(file, "does not hold a list of overrides (key=value)", REFUSED)
+    return saved
+
+
+def _check_rows(file: Path, done: int) -> None:
+    """A run continued from round `done`'s checkpoint keeps the rows of rounds 0..done: each
+    must be there, once (rows of a later round that did not finish are dropped)."""
+    if done < 0:
+        return
+    with (reading(file, "a run's metrics (CSV)", REFUSED, also=(csv.Error,)),
+          open(file, newline="", encoding="utf-8") as f):
+        found = [r.get("round") for r in csv.DictReader(f)]
+    rounds = [int(r) for r in found if r is not None and r.isdigit() and int(r) <= done]
+    missing = sorted(set(range(done + 1)) - set(rounds))
+    if missing or len(rounds) != done + 1:
+        what = (f"lacks the rows of rounds {_ranges(missing)}" if missing
+                else "holds some rounds twice")
+        raise DamagedFile(file, f"{what}, which its checkpoint of round {done} has done",
+                          REFUSED)
+
+
+def _ranges(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5]))
+    return shown + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+
+
+def _says_complete(file: Path) -> bool:
+    """Whether the summary says the run is complete (an unreadable one is rewritten by the
+    continued run, from its rows)."""
+    try:
+        return bool(json.loads(file.read_text(encoding="utf-8")).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
