@@ -59,17 +59,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from baselines.settings.apfl import APFLConfig
+from baselines.settings.apfl import APFLSettings
+from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import EvalResult, Terms
-from flayer.protocol.method import (
-    ClientEnv,
-    ClientMethod,
-    FitResult,
-    load_params,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.protocol.method import register_method
 from flayer.protocol.upload import Upload
 
 
@@ -112,7 +106,7 @@ class APFLClient(ClientMethod):
     """`self.model` is the APFLModel: w from the global model each message, v and alpha kept."""
 
     train_metrics = ("personal-loss",)  # the mixed model's; train-loss is w's
-    settings: APFLConfig
+    settings: APFLSettings
     model: APFLModel
 
     def __init__(self, env: ClientEnv, model: nn.Module) -> None:
@@ -160,8 +154,5 @@ class APFLClient(ClientMethod):
         return result, {"alpha": self.alpha}
 
 
-class APFLStrategy(PflStrategy):
-    """FedAvg on the global copies w: every tensor in full, sample-weighted mean."""
 
-
-register_method("apfl", APFLConfig, APFLClient, APFLStrategy)
+register_method("apfl", APFLSettings, APFLClient)

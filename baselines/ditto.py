@@ -35,17 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.settings.ditto import DittoConfig
+from baselines.settings.ditto import DittoSettings
+from flayer.nn.models import build_model
+from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import cross_entropy, proximal_pull
-from flayer.protocol.method import (
-    ClientMethod,
-    FitResult,
-    build_model,
-    load_params,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.method import register_method
 from flayer.protocol.upload import Upload
 
 W_BUFFER = "w/"  # prefix of the global copy's BatchNorm buffers in the client's extra arrays
@@ -56,7 +51,7 @@ class DittoClient(ClientMethod):
     """`self.model` is the personal model v (evaluated and stored); w is rebuilt per round."""
 
     train_metrics = ("personal-loss",)  # v's; train-loss is w's
-    settings: DittoConfig
+    settings: DittoSettings
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         # v starts as the first global model; later global models only reach v through the
@@ -105,8 +100,5 @@ class DittoClient(ClientMethod):
         return w
 
 
-class DittoStrategy(PflStrategy):
-    """FedAvg on the global copies w: every tensor in full, sample-weighted mean."""
 
-
-register_method("ditto", DittoConfig, DittoClient, DittoStrategy)
+register_method("ditto", DittoSettings, DittoClient)

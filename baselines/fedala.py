@@ -51,10 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from baselines.settings.fedala import FedAlaConfig
+from baselines.settings.fedala import FedAlaSettings
+from flayer.nn.params import load_params
 from flayer.nn.training import EvalResult, batches, only_trainable
-from flayer.protocol.method import ClientMethod, load_params, register_method
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientMethod
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ PASSES = "ala_passes"  # meta: passes of the last ALA (0: skipped)
 class FedAlaClient(ClientMethod):
     """FedAvg's training and upload; a new global model comes in through ALA."""
 
-    settings: FedAlaConfig
+    settings: FedAlaSettings
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         if not self.meta.get(JOINED, False):
@@ -158,14 +160,14 @@ class FedAlaClient(ClientMethod):
         return result, {"ala-passes": float(self.meta.get(PASSES, 0))}
 
 
-class FedAlaStrategy(PflStrategy):
+class FedAlaServer(MethodServer):
     """FedAvg's aggregation; with eager sync every client receives (and locally aggregates)
     each version."""
 
-    settings: FedAlaConfig
+    settings: FedAlaSettings
 
     def sync_every_round(self) -> bool:
         return self.settings.sync == "eager"
 
 
-register_method("fedala", FedAlaConfig, FedAlaClient, FedAlaStrategy)
+register_method("fedala", FedAlaSettings, FedAlaClient, FedAlaServer)

@@ -8,9 +8,9 @@ the received global model (with its own BatchNorm statistics). No hyperparameter
 
 from __future__ import annotations
 
-from baselines.settings.fedavg import FedAvgConfig
-from flayer.protocol.method import ClientMethod, register_method
-from flayer.protocol.rounds import PflStrategy
+from baselines.settings.fedavg import FedAvgSettings
+from flayer.protocol.client import ClientMethod
+from flayer.protocol.method import register_method
 
 
 class FedAvgClient(ClientMethod):
@@ -20,8 +20,5 @@ class FedAvgClient(ClientMethod):
         return self.buffers()  # every parameter comes from the global model
 
 
-class FedAvgStrategy(PflStrategy):
-    """The base strategy is FedAvg: every tensor in full, sample-weighted mean."""
 
-
-register_method("fedavg", FedAvgConfig, FedAvgClient, FedAvgStrategy)
+register_method("fedavg", FedAvgSettings, FedAvgClient)

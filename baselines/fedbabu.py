@@ -55,17 +55,13 @@ import torch
 from torch import nn
 
 from baselines.fedper import body_names
-from baselines.settings.fedbabu import FedBABUConfig
+from baselines.settings.fedbabu import FedBABUSettings
 from flayer.nn.layers import features
+from flayer.nn.params import load_part, shared_params
 from flayer.nn.training import EvalResult, TrainStats, batches, only_trainable, train
-from flayer.protocol.method import (
-    ClientMethod,
-    FitResult,
-    load_part,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
 
 FEATURE_BATCH = 128  # samples per forward pass for the features (faster than 512 on the CPU)
@@ -91,7 +87,7 @@ class FedBABUClient(ClientMethod):
     """Trains and uploads the body; the head stays the initial one and is fine-tuned on a copy
     for each evaluation."""
 
-    settings: FedBABUConfig
+    settings: FedBABUSettings
 
     @property
     def body(self) -> tuple[str, ...]:
@@ -149,7 +145,7 @@ class FedBABUClient(ClientMethod):
         return self.evaluate_on(data.x_test, data.y_test, forward=forward), {}
 
 
-class FedBABUStrategy(PflStrategy):
+class FedBABUServer(MethodServer):
     """Holds and averages only the body; the default upload declaration (every global tensor
     in full) then asks each client for exactly the body."""
 
@@ -157,4 +153,4 @@ class FedBABUStrategy(PflStrategy):
         return shared_params(model, body_names(self.layers))
 
 
-register_method("fedbabu", FedBABUConfig, FedBABUClient, FedBABUStrategy)
+register_method("fedbabu", FedBABUSettings, FedBABUClient, FedBABUServer)

@@ -47,18 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.settings.fedcp import FedCPConfig
+from baselines.settings.fedcp import FedCPSettings
 from flayer.config.schema import Config
 from flayer.nn.layers import LayerMap, features
+from flayer.nn.params import shared_params
 from flayer.nn.training import EvalResult, Terms
-from flayer.protocol.method import (
-    ClientEnv,
-    ClientMethod,
-    FitResult,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
 from flayer.util.seeding import derive_seed
 
@@ -181,7 +177,7 @@ class FedCPModel(nn.Module):
 
 
 class FedCPClient(ClientMethod):
-    settings: FedCPConfig
+    settings: FedCPSettings
     model: FedCPModel
     # train-loss is the objective; these are its cross-entropy and the (unweighted) MMD
     train_metrics = ("ce-loss", "mmd")
@@ -234,11 +230,11 @@ class FedCPClient(ClientMethod):
             self.model.noise = None
 
 
-class FedCPStrategy(PflStrategy):
+class FedCPServer(MethodServer):
     """Holds the extractor, the global head (under the head's names) and the CPN; clients
     upload all three in full and the default sample-weighted mean aggregates them."""
 
-    settings: FedCPConfig
+    settings: FedCPSettings
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
         arrays = shared_params(model)
@@ -249,4 +245,4 @@ class FedCPStrategy(PflStrategy):
         return {**arrays, **cpn}
 
 
-register_method("fedcp", FedCPConfig, FedCPClient, FedCPStrategy)
+register_method("fedcp", FedCPSettings, FedCPClient, FedCPServer)

@@ -41,18 +41,15 @@ from flwr.app import MessageType
 from flwr.serverapp import Grid
 from torch import nn
 
-from baselines.settings.feddbe import FedDBEConfig
+from baselines.settings.feddbe import FedDBESettings
 from flayer.nn.layers import LayerMap, features
+from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import Terms
-from flayer.protocol.method import (
-    ClientEnv,
-    ClientMethod,
-    FitResult,
-    load_params,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy, cohorts, exchange
+from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.replies import cohorts, exchange
+from flayer.protocol.rounds import RoundLoop
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
 from flayer.results.record import RoundRecord
 
@@ -100,7 +97,7 @@ class DBEModel(nn.Module):
 
 
 class FedDBEClient(ClientMethod):
-    settings: FedDBEConfig
+    settings: FedDBESettings
     model: DBEModel
     # train-loss is the objective; these are its cross-entropy and the (unweighted) regularizer
     train_metrics = ("ce-loss", "mean-reg")
@@ -160,10 +157,10 @@ class FedDBEClient(ClientMethod):
                          stats.mean_loss)
 
 
-class FedDBEStrategy(PflStrategy):
+class FedDBEServer(MethodServer):
     """FedAvg on the model's parameters, plus the global feature mean computed in round 0."""
 
-    settings: FedDBEConfig
+    settings: FedDBESettings
     width: int
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
@@ -174,19 +171,20 @@ class FedDBEStrategy(PflStrategy):
         return {name: TensorSpec(tuple(arr.shape)) for name, arr in global_arrays.items()
                 if name != GLOBAL_MEAN}
 
-    def prepare_round0(self, grid: Grid, rec: RoundRecord, timeout: float) -> None:
+    def prepare_round0(self, loop: RoundLoop, grid: Grid, rec: RoundRecord
+                       ) -> dict[str, np.ndarray]:
         spec = {FEATURE_MEAN: TensorSpec((self.width,))}
-        messages = self.messages(self.roster.partitions, MessageType.TRAIN, 0, spec=spec,
+        messages = loop.messages(loop.roster.partitions, MessageType.TRAIN, 0, spec=spec,
                                  **{PHASE: PHASE_MEAN})
-        replies = exchange(grid, messages, timeout)
-        got = self.collect(0, replies, spec, cohorts(messages), rec)
+        replies = exchange(grid, messages, loop.timeout)
+        got = loop.collect(0, replies, spec, cohorts(messages), rec)
         if not got.clients:
             raise RuntimeError("FedDBE: no client reported its feature mean in round 0")
         zero = {FEATURE_MEAN: np.zeros(self.width, dtype=np.float32)}
         mean = got.total.mean(zero)[FEATURE_MEAN]
         log.info("FedDBE: global feature mean from %d clients (norm %.4f)", len(got.clients),
                  float(np.linalg.norm(mean)))
-        self.global_arrays = {**self.global_arrays, GLOBAL_MEAN: mean}
+        return {GLOBAL_MEAN: mean}
 
 
-register_method("feddbe", FedDBEConfig, FedDBEClient, FedDBEStrategy)
+register_method("feddbe", FedDBESettings, FedDBEClient, FedDBEServer)

@@ -19,16 +19,12 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from baselines.settings.fedper import FedPerConfig
+from baselines.settings.fedper import FedPerSettings
 from flayer.nn.layers import LayerMap
-from flayer.protocol.method import (
-    ClientMethod,
-    FitResult,
-    load_part,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.nn.params import load_part, shared_params
+from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
 
 
@@ -47,7 +43,7 @@ def body_names(layers: LayerMap, personal_layers: int = 1) -> tuple[str, ...]:
 class FedPerClient(ClientMethod):
     """Global body + personal head; trains everything, uploads the body."""
 
-    settings: FedPerConfig
+    settings: FedPerSettings
 
     @property
     def body(self) -> tuple[str, ...]:
@@ -68,11 +64,11 @@ class FedPerClient(ClientMethod):
         return FitResult(self.upload(), self.env.data.num_train, stats.mean_loss)
 
 
-class FedPerStrategy(PflStrategy):
+class FedPerServer(MethodServer):
     """Holds and averages only the body; the default upload declaration (every global tensor
     in full) then asks each client for exactly the body."""
 
-    settings: FedPerConfig
+    settings: FedPerSettings
 
     @property
     def body(self) -> tuple[str, ...]:
@@ -83,4 +79,4 @@ class FedPerStrategy(PflStrategy):
         return {n: params[n] for n in self.body}
 
 
-register_method("fedper", FedPerConfig, FedPerClient, FedPerStrategy)
+register_method("fedper", FedPerSettings, FedPerClient, FedPerServer)

@@ -60,12 +60,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.settings.fedproto import FedProtoConfig
+from baselines.settings.fedproto import FedProtoSettings
 from flayer.nn.layers import features
 from flayer.nn.training import EvalResult, Terms, batches
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.method import ClientEnv, ClientMethod, FitResult, register_method
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
 
 PROTOTYPES = "fedproto.prototypes"  # server: global prototype per class (classes x width)
@@ -126,7 +127,7 @@ class FedProtoClient(ClientMethod):
     """Keeps its whole model (the default `kept`); takes in the global prototypes, trains
     with the regularizer, uploads per-class feature sums and counts."""
 
-    settings: FedProtoConfig
+    settings: FedProtoSettings
     # train-loss is the objective; these are its cross-entropy and the (unweighted) regularizer
     train_metrics = ("ce-loss", "proto-reg")
 
@@ -194,12 +195,12 @@ class FedProtoClient(ClientMethod):
         return self.evaluate_on(data.x_test, data.y_test, forward=nearest), {}
 
 
-class FedProtoStrategy(PflStrategy):
+class FedProtoServer(MethodServer):
     """Holds the global prototypes and their flags, no model; asks each client for its
     per-class feature sums and counts (over its weight) and turns their sums into the
     class-count-weighted global prototypes."""
 
-    settings: FedProtoConfig
+    settings: FedProtoSettings
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
         head = self.layers.head_module(model)
@@ -216,4 +217,4 @@ class FedProtoStrategy(PflStrategy):
         return global_prototypes(total, previous)
 
 
-register_method("fedproto", FedProtoConfig, FedProtoClient, FedProtoStrategy)
+register_method("fedproto", FedProtoSettings, FedProtoClient, FedProtoServer)

@@ -34,17 +34,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.fedavg import FedAvgClient, FedAvgStrategy
-from baselines.settings.fedprox import FedProxConfig
+from baselines.fedavg import FedAvgClient
+from baselines.settings.fedprox import FedProxSettings
+from flayer.nn.params import shared_params
 from flayer.nn.training import proximal_pull
-from flayer.protocol.method import FitResult, register_method, shared_params
+from flayer.protocol.client import FitResult
+from flayer.protocol.method import register_method
 from flayer.protocol.upload import Upload
 
 
 class FedProxClient(FedAvgClient):
     """FedAvg's client with the proximal pull toward the received global model."""
 
-    settings: FedProxConfig
+    settings: FedProxSettings
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         mu = self.settings.mu
@@ -56,8 +58,5 @@ class FedProxClient(FedAvgClient):
                          num_examples=self.env.data.num_train, train_loss=stats.mean_loss)
 
 
-class FedProxStrategy(FedAvgStrategy):
-    """FedAvg's server side: every tensor in full, sample-weighted mean."""
 
-
-register_method("fedprox", FedProxConfig, FedProxClient, FedProxStrategy)
+register_method("fedprox", FedProxSettings, FedProxClient)

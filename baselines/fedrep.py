@@ -23,17 +23,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from baselines.fedper import FedPerClient, FedPerStrategy
-from baselines.settings.fedrep import FedRepConfig
+from baselines.fedper import FedPerClient
+from baselines.settings.fedrep import FedRepSettings
 from flayer.nn.training import TrainStats, only_trainable
-from flayer.protocol.method import FitResult, register_method
+from flayer.protocol.client import FitResult
+from flayer.protocol.method import register_method
 
 
 class FedRepClient(FedPerClient):
     """FedPer's client with the local update split into a head phase and a body phase."""
 
     train_metrics = ("head-loss",)  # train-loss is the body phase's
-    settings: FedRepConfig
+    settings: FedRepSettings
 
     def train_head(self, version: int) -> TrainStats:
         head = set(self.env.layers.param_names) - set(self.body)
@@ -55,10 +56,5 @@ class FedRepClient(FedPerClient):
                          metrics={"head-loss": head_stats.mean_loss})
 
 
-class FedRepStrategy(FedPerStrategy):
-    """FedPer's server side: holds, sends and averages only the body."""
 
-    settings: FedRepConfig
-
-
-register_method("fedrep", FedRepConfig, FedRepClient, FedRepStrategy)
+register_method("fedrep", FedRepSettings, FedRepClient)

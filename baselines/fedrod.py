@@ -45,18 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.settings.fedrod import FedRoDConfig
+from baselines.settings.fedrod import FedRoDSettings
 from flayer.nn.layers import LayerMap, features
+from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import Terms
-from flayer.protocol.method import (
-    ClientEnv,
-    ClientMethod,
-    FitResult,
-    load_params,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.protocol.method import register_method
 from flayer.protocol.upload import Upload
 
 
@@ -94,7 +88,7 @@ class RoDModel(nn.Module):
 
 
 class FedRoDClient(ClientMethod):
-    settings: FedRoDConfig
+    settings: FedRoDSettings
     model: RoDModel
     # train-loss is the generic model's balanced softmax loss
     train_metrics = ("personal-loss",)
@@ -133,10 +127,5 @@ class FedRoDClient(ClientMethod):
                          terms["bsm-loss"], metrics={"personal-loss": terms["personal-loss"]})
 
 
-class FedRoDStrategy(PflStrategy):
-    """FedAvg on the base model (body + generic head); the personal heads never arrive."""
 
-    settings: FedRoDConfig
-
-
-register_method("fedrod", FedRoDConfig, FedRoDClient, FedRoDStrategy)
+register_method("fedrod", FedRoDSettings, FedRoDClient)

@@ -76,18 +76,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.settings.gpfl import GPFLConfig
+from baselines.settings.gpfl import GPFLSettings
 from flayer.config.schema import Config
 from flayer.nn.layers import LayerMap, features
+from flayer.nn.params import shared_params
 from flayer.nn.training import Terms
-from flayer.protocol.method import (
-    ClientEnv,
-    ClientMethod,
-    FitResult,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
 from flayer.util.seeding import derive_seed
 
@@ -198,7 +194,7 @@ class GPFLModel(nn.Module):
 
 
 class GPFLClient(ClientMethod):
-    settings: GPFLConfig
+    settings: GPFLSettings
     model: GPFLModel
     # train-loss is the objective; these are its terms, unweighted
     train_metrics = ("ce-loss", "angle-loss", "magnitude-loss", "norm-reg")
@@ -251,11 +247,11 @@ class GPFLClient(ClientMethod):
                          stats.mean_loss, metrics=stats.mean_terms())
 
 
-class GPFLStrategy(PflStrategy):
+class GPFLServer(MethodServer):
     """Holds the extractor, CoV and GCE (never a head); clients upload all three in full and
     the default sample-weighted mean aggregates them."""
 
-    settings: GPFLConfig
+    settings: GPFLSettings
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
         params = shared_params(model)
@@ -269,4 +265,4 @@ class GPFLStrategy(PflStrategy):
         return {**body, **modules}
 
 
-register_method("gpfl", GPFLConfig, GPFLClient, GPFLStrategy)
+register_method("gpfl", GPFLSettings, GPFLClient, GPFLServer)

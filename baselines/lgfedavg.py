@@ -32,16 +32,12 @@ import numpy as np
 from torch import nn
 
 from baselines.fedper import body_names
-from baselines.settings.lgfedavg import LGFedAvgConfig
+from baselines.settings.lgfedavg import LGFedAvgSettings
 from flayer.nn.layers import LayerMap
-from flayer.protocol.method import (
-    ClientMethod,
-    FitResult,
-    load_part,
-    register_method,
-    shared_params,
-)
-from flayer.protocol.rounds import PflStrategy
+from flayer.nn.params import load_part, shared_params
+from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
 
 
@@ -55,7 +51,7 @@ def global_names(layers: LayerMap, global_layers: int = 1) -> tuple[str, ...]:
 class LGFedAvgClient(ClientMethod):
     """Personal lower layers + global top layers; trains everything, uploads the top."""
 
-    settings: LGFedAvgConfig
+    settings: LGFedAvgSettings
 
     @property
     def local(self) -> tuple[str, ...]:
@@ -79,14 +75,14 @@ class LGFedAvgClient(ClientMethod):
                          self.env.data.num_train, stats.mean_loss)
 
 
-class LGFedAvgStrategy(PflStrategy):
+class LGFedAvgServer(MethodServer):
     """Holds and averages only the global layers; the default upload declaration (every global
     tensor in full) then asks each client for exactly those."""
 
-    settings: LGFedAvgConfig
+    settings: LGFedAvgSettings
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
         return shared_params(model, global_names(self.layers, self.settings.global_layers))
 
 
-register_method("lgfedavg", LGFedAvgConfig, LGFedAvgClient, LGFedAvgStrategy)
+register_method("lgfedavg", LGFedAvgSettings, LGFedAvgClient, LGFedAvgServer)

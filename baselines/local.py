@@ -18,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from baselines.settings.local import LocalConfig
+from baselines.settings.local import LocalSettings
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.method import ClientMethod, FitResult, register_method
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload, UploadSpec
 
 
@@ -40,7 +41,7 @@ class LocalClient(ClientMethod):
                          train_loss=stats.mean_loss)
 
 
-class LocalStrategy(PflStrategy):
+class LocalServer(MethodServer):
     """Holds nothing, expects an empty upload, and aggregates to nothing."""
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
@@ -54,4 +55,4 @@ class LocalStrategy(PflStrategy):
         return {}
 
 
-register_method("local", LocalConfig, LocalClient, LocalStrategy)
+register_method("local", LocalSettings, LocalClient, LocalServer)

@@ -48,10 +48,11 @@ from torch import nn
 from torch.func import functional_call
 
 from baselines.fedavg import FedAvgClient
-from baselines.settings.perfedavg import PerFedAvgConfig
+from baselines.settings.perfedavg import PerFedAvgSettings
+from flayer.nn.params import shared_params
 from flayer.nn.training import EvalResult, TrainStats, cross_entropy, train
-from flayer.protocol.method import FitResult, register_method, shared_params
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import FitResult
+from flayer.protocol.method import register_method
 from flayer.protocol.upload import Upload
 
 
@@ -84,7 +85,7 @@ class PerFedAvgClient(FedAvgClient):
     """FedAvg's state and upload (everything but the BatchNorm statistics comes from the
     global model); two-step local updates; evaluation after one adaptation step."""
 
-    settings: PerFedAvgConfig
+    settings: PerFedAvgSettings
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         beta = self.settings.meta_rate(self.cfg)
@@ -122,10 +123,5 @@ class PerFedAvgClient(FedAvgClient):
         return self.evaluate_on(self.env.data.x_test, self.env.data.y_test, model=model), {}
 
 
-class PerFedAvgStrategy(PflStrategy):
-    """FedAvg on the meta-model: every tensor in full, sample-weighted mean."""
 
-    settings: PerFedAvgConfig
-
-
-register_method("perfedavg", PerFedAvgConfig, PerFedAvgClient, PerFedAvgStrategy)
+register_method("perfedavg", PerFedAvgSettings, PerFedAvgClient)

@@ -67,11 +67,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.settings.pfedme import PFedMeConfig
+from baselines.settings.pfedme import PFedMeSettings
+from flayer.nn.params import load_params
 from flayer.nn.training import cross_entropy
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.method import ClientMethod, FitResult, load_params, register_method
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
 
 INITIALIZED = "pfedme_initialized"  # meta flag: theta has been set from a global model
@@ -109,7 +111,7 @@ class MoreauSteps(torch.optim.Optimizer):
 class PFedMeClient(ClientMethod):
     """`self.model` is theta (evaluated and kept whole); w lives only during `fit`."""
 
-    settings: PFedMeConfig
+    settings: PFedMeSettings
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         # theta starts as the first global model the client sees; later ones reach it only
@@ -144,11 +146,11 @@ class PFedMeClient(ClientMethod):
         return FitResult(Upload(arrays=upload), self.env.data.num_train, stats.mean_loss)
 
 
-class PFedMeStrategy(PflStrategy):
+class PFedMeServer(MethodServer):
     """Every parameter of w in full; the new global model is the beta mix of the previous one
     and the sample-weighted mean of the uploads."""
 
-    settings: PFedMeConfig
+    settings: PFedMeSettings
 
     def aggregate_sums(self, total: WeightedSum, previous: dict[str, np.ndarray]
                        ) -> dict[str, np.ndarray]:
@@ -159,4 +161,4 @@ class PFedMeStrategy(PflStrategy):
                 for k in previous}
 
 
-register_method("pfedme", PFedMeConfig, PFedMeClient, PFedMeStrategy)
+register_method("pfedme", PFedMeSettings, PFedMeClient, PFedMeServer)

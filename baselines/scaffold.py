@@ -56,10 +56,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.fedavg import FedAvgClient, FedAvgStrategy
-from baselines.settings.scaffold import ScaffoldConfig
+from baselines.fedavg import FedAvgClient
+from baselines.settings.scaffold import ScaffoldSettings
+from flayer.nn.params import load_params, shared_params
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.method import FitResult, load_params, register_method, shared_params
+from flayer.protocol.client import FitResult
+from flayer.protocol.method import register_method
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
 
 CONTROL = "scaffold.c."  # + parameter name: the global control variate c (server-only)
@@ -100,7 +103,7 @@ def option_two(c_i: np.ndarray, c: np.ndarray, x: np.ndarray, y: np.ndarray, ste
 class ScaffoldClient(FedAvgClient):
     """FedAvg's client with the drift correction and its own control variate c_i."""
 
-    settings: ScaffoldConfig
+    settings: ScaffoldSettings
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         load_params(self.model, model_part(global_arrays))
@@ -135,11 +138,11 @@ class ScaffoldClient(FedAvgClient):
                          train_loss=stats.mean_loss)
 
 
-class ScaffoldStrategy(FedAvgStrategy):
+class ScaffoldServer(MethodServer):
     """Holds x and c; takes y and Delta c_i / n_i in full; moves x by server_lr toward the
     sample-weighted mean of y and c by the plain sum of Delta c_i over N."""
 
-    settings: ScaffoldConfig
+    settings: ScaffoldSettings
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
         x = shared_params(model)
@@ -168,4 +171,4 @@ class ScaffoldStrategy(FedAvgStrategy):
         return out
 
 
-register_method("scaffold", ScaffoldConfig, ScaffoldClient, ScaffoldStrategy)
+register_method("scaffold", ScaffoldSettings, ScaffoldClient, ScaffoldServer)

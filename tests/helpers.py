@@ -20,7 +20,11 @@ from flayer.data.source import DataSpec
 from flayer.data.sources.fmnist import FILES, FashionMNIST, read_idx
 from flayer.nn.layers import LayerMap
 from flayer.nn.models import MODELS
-from flayer.protocol.method import ClientEnv, ClientMethod
+from flayer.protocol.aggregation import Contribution
+from flayer.protocol.client import ClientEnv, ClientMethod
+from flayer.protocol.rounds import RoundLoop
+from flayer.protocol.server import MethodServer
+from flayer.protocol.upload import Upload, UploadSpec, decode, encode, reply_nbytes
 from flayer.util.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +141,7 @@ def client_env(cfg: Config, model: nn.Module, data: ClientData | None = None,
 def make_client(cls: type[ClientMethod], cfg: Config, model: nn.Module | None = None,
                 **env: object) -> ClientMethod:
     """A method's client on tiny data; the run's CNN unless a model is given."""
-    from flayer.protocol.method import build_model
+    from flayer.nn.models import build_model
 
     model = model if model is not None else build_model(cfg, FMNIST_SPEC)
     return cls(client_env(cfg, model, **env), model)
@@ -162,6 +166,34 @@ class TinyBN(nn.Module):
 # conf/model yaml, being the tests' own.
 TEST_MODELS = ("tiny_bn",)
 MODELS.register("tiny_bn")(TinyBN)
+
+
+def loop_for(cfg: Config, model: nn.Module, routing=None) -> RoundLoop:
+    """The configured method's round loop holding `model` as its first global model; its
+    messages stamped as the in-process engine stamps them."""
+    from flayer.apps.inprocess import new_message
+    from flayer.protocol.catalog import METHODS
+
+    method = METHODS.get(cfg.strategy.name)
+    loop = RoundLoop(cfg, method.build_server(cfg, LayerMap(model)),
+                     train_metrics=method.client.train_metrics, routing=routing,
+                     new_message=new_message)
+    loop.set_initial(model)
+    return loop
+
+
+def server_for(cfg: Config, layers: LayerMap) -> MethodServer:
+    """The configured method's server side for a model of these layers."""
+    from flayer.protocol.catalog import METHODS
+
+    return METHODS.get(cfg.strategy.name).build_server(cfg, layers)
+
+
+def accepted(upload: Upload, spec: UploadSpec, weight: float) -> tuple[Contribution, int]:
+    """What the server takes in of this upload (ReplyError otherwise), and the bytes the
+    client's own reply holds."""
+    content = RecordDict(encode(upload))
+    return decode(content, spec, weight), reply_nbytes(content)
 
 
 def mock_reply(node: int, content: RecordDict | None = None, error: str | None = None,

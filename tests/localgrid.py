@@ -9,7 +9,7 @@ from flwr.app import Message, MessageType
 from flayer.apps.inprocess import FIRST_NODE, InProcessGrid, run_in_process
 from flayer.config.schema import Config
 from flayer.protocol import keys
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.rounds import RoundLoop
 from flayer.results.record import RoundRecord
 
 
@@ -57,7 +57,7 @@ class RecordingGrid(LocalGrid):
 
 
 def run_local(cfg: Config, down: dict[int, int] | None = None, grid: LocalGrid | None = None,
-              on_round=None) -> tuple[PflStrategy, list[RoundRecord], LocalGrid]:
+              on_round=None) -> tuple[RoundLoop, list[RoundRecord], LocalGrid]:
     """Run a whole experiment in this process; returns the strategy and every round.
     `on_round(record, grid)` runs after each round (e.g. to restart a node)."""
     records: list[RoundRecord] = []
@@ -73,7 +73,7 @@ def run_local(cfg: Config, down: dict[int, int] | None = None, grid: LocalGrid |
 
 
 def run_executors(cfg: Config, store, executors: int = 2, on_round=None
-                  ) -> tuple[PflStrategy, list[RoundRecord], InProcessGrid]:
+                  ) -> tuple[RoundLoop, list[RoundRecord], InProcessGrid]:
     """A whole experiment in the simulation's layout: `executors` nodes serving cohorts, the
     clients' state in the store folder."""
     grid = InProcessGrid(cfg, store=store, executors=executors)

@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.apfl import APFLClient, APFLStrategy
+from baselines.apfl import APFLClient
 from baselines.fedavg import FedAvgClient
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import evaluate
-from flayer.protocol.method import build_model, load_params, shared_params
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config
+from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config, server_for
 
 
 def apfl(*overrides: str, model: nn.Module | None = None) -> APFLClient:
@@ -204,7 +205,7 @@ def test_each_model_keeps_its_own_batchnorm_statistics():
 def test_strategy_takes_every_tensor_in_full():
     cfg = make_config("strategy=apfl")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = APFLStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     spec = strategy.upload_spec(strategy.initial_global(model))
     assert set(spec) == set(LayerMap(model).param_names)
     assert all(ts.kept is None for ts in spec.values())

@@ -219,7 +219,7 @@ def test_a_reply_that_says_the_run_cannot_go_on_stops_it_with_its_words():
     from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
     from flayer.protocol import keys
-    from flayer.protocol.rounds import exchange
+    from flayer.protocol.replies import exchange
     from tests.helpers import mock_reply
 
     fine = mock_reply(1, RecordDict({keys.client_record(0): MetricRecord({"x": 1})}))

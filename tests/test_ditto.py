@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.ditto import W_BUFFER, DittoClient, DittoStrategy
+from baselines.ditto import W_BUFFER, DittoClient
 from baselines.fedavg import FedAvgClient
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.nn.training import train
-from flayer.protocol.method import build_model, shared_params
-from tests.helpers import FMNIST_SPEC, make_config
+from tests.helpers import FMNIST_SPEC, make_config, server_for
 from tests.helpers import make_client as build_client
 
 
@@ -152,7 +153,7 @@ def test_global_copy_keeps_its_own_batchnorm_statistics(tiny_bn):
 def test_strategy_takes_every_tensor_in_full():
     cfg = make_config("strategy=ditto")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = DittoStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     glob = strategy.initial_global(model)
     assert set(strategy.upload_spec(glob)) == set(LayerMap(model).param_names)
     assert all(ts.kept is None for ts in strategy.upload_spec(glob).values())

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.fedala import PASSES, STARTED, WEIGHT, FedAlaClient, FedAlaStrategy
+from baselines.fedala import PASSES, STARTED, WEIGHT, FedAlaClient
 from flayer.nn.layers import LayerMap
-from flayer.protocol.method import build_model, load_params, shared_params
-from tests.helpers import FMNIST_SPEC, make_config
+from flayer.nn.models import build_model
+from flayer.nn.params import load_params, shared_params
+from tests.helpers import FMNIST_SPEC, make_config, server_for
 from tests.helpers import make_client as build_client
 
 
@@ -151,7 +152,7 @@ def test_fit_uploads_the_whole_model_and_every_client_syncs():
     assert set(result.upload.arrays) == set(client.env.layers.param_names)
     assert result.upload.masks == {}
     cfg = client.cfg
-    strategy = FedAlaStrategy(cfg, cfg.strategy, client.env.layers)
+    strategy = server_for(cfg, client.env.layers)
     assert strategy.sync_every_round()
     assert set(strategy.upload_spec(g0)) == set(g0)
 

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.fedbabu import FedBABUClient, FedBABUConfig, FedBABUStrategy
+from baselines.fedbabu import FedBABUClient, FedBABUSettings
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.nn.training import only_trainable
-from flayer.protocol.method import build_model, shared_params
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, make_config, tiny_client_data
+from tests.helpers import FMNIST_SPEC, make_config, server_for, tiny_client_data
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local
 from tests.test_fedper import make_model
@@ -51,7 +52,7 @@ def test_strategy_holds_sends_and_declares_only_the_body():
     cfg = make_config("strategy=fedbabu")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    strategy = FedBABUStrategy(cfg, cfg.strategy, layers)
+    strategy = server_for(cfg, layers)
     strategy.set_initial(model)
     sent = strategy.global_arrays
     assert sorted(sent) == sorted(layers.body_params)
@@ -218,6 +219,6 @@ def test_a_model_without_a_linear_head_is_a_config_error():
 
 def test_defaults_pass_the_check():
     cfg = make_config("strategy=fedbabu")
-    assert cfg.strategy.fine_tuning_epochs == FedBABUConfig().fine_tuning_epochs == 10
+    assert cfg.strategy.fine_tuning_epochs == FedBABUSettings().fine_tuning_epochs == 10
     assert cfg.strategy.summary_fields() == {"fine_tuning_epochs": 10}
     cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.fedcp import CPN_PREFIX, FedCPClient, FedCPConfig, FedCPStrategy, mmd
+from baselines.fedcp import CPN_PREFIX, FedCPClient, FedCPSettings, mmd
 from flayer.nn.layers import LayerMap
-from flayer.protocol.method import build_model, shared_params
-from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
+from tests.helpers import FMNIST_SPEC, client_env, make_config, server_for, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 
 
@@ -28,7 +29,7 @@ def setup(kind: str = "cnn", *overrides: str):
     cfg = make_config("strategy=fedcp", "batch_size=8", "lr=0.01", *overrides)
     model = base_model(kind, cfg)
     layers = LayerMap(model)
-    strategy = FedCPStrategy(cfg, cfg.strategy, layers)
+    strategy = server_for(cfg, layers)
     rng = np.random.default_rng(1)
     glob = {k: v + rng.normal(0, 0.05, v.shape).astype(v.dtype)
             for k, v in strategy.initial_global(base_model(kind, cfg)).items()}
@@ -167,8 +168,8 @@ def test_policy_is_a_per_sample_split_that_the_context_conditions():
 def test_strategy_holds_model_and_cpn_deterministically():
     cfg = make_config("strategy=fedcp", "seed=3")
     model = build_model(cfg, FMNIST_SPEC)
-    a = FedCPStrategy(cfg, cfg.strategy, LayerMap(model)).initial_global(model)
-    b = FedCPStrategy(cfg, cfg.strategy, LayerMap(model)).initial_global(model)
+    a = server_for(cfg, LayerMap(model)).initial_global(model)
+    b = server_for(cfg, LayerMap(model)).initial_global(model)
     width = LayerMap(model).feature_width(model)
     assert set(a) == set(shared_params(model)) | {CPN_PREFIX + k for k in
                                                   ("0.weight", "0.bias", "1.weight", "1.bias")}
@@ -182,7 +183,7 @@ def test_strategy_averages_the_uploaded_heads_sample_weighted():
 
     cfg = make_config("strategy=fedcp")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = FedCPStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     glob = strategy.initial_global(model)
     spec = strategy.upload_spec(glob)
     assert set(spec) == set(glob)
@@ -194,5 +195,5 @@ def test_strategy_averages_the_uploaded_heads_sample_weighted():
 
 
 def test_defaults():
-    st = FedCPConfig()
+    st = FedCPSettings()
     assert (st.lam, st.tau) == (1.0, 1.0)

@@ -16,18 +16,24 @@ from baselines.feddbe import (
     PHASE_MEAN,
     RUNNING_MEAN,
     FedDBEClient,
-    FedDBEConfig,
+    FedDBESettings,
 )
-from flayer.apps.inprocess import act_as_server
-from flayer.nn.layers import LayerMap, features
+from flayer.nn.layers import features
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.nn.training import batches
 from flayer.protocol import keys
 from flayer.protocol.aggregation import Contribution, WeightedSum
-from flayer.protocol.catalog import METHODS
-from flayer.protocol.method import build_model, shared_params
 from flayer.protocol.upload import Upload, encode
 from flayer.results.record import RoundRecord
-from tests.helpers import FMNIST_SPEC, client_env, make_config, mock_reply, tiny_client_data
+from tests.helpers import (
+    FMNIST_SPEC,
+    client_env,
+    loop_for,
+    make_config,
+    mock_reply,
+    tiny_client_data,
+)
 from tests.helpers import TinyOutHead as Tiny
 
 
@@ -156,18 +162,16 @@ class FakeGrid:
 
 @pytest.fixture
 def strategy():
-    act_as_server()  # Flower stamps new messages with the server's identity
     cfg = make_config("strategy=feddbe", "num_clients=4")
     model = build_model(cfg, FMNIST_SPEC)
-    s = METHODS.get("feddbe").build_strategy(cfg, LayerMap(model))
-    s.set_initial(model)
+    s = loop_for(cfg, model)
     for pid in range(4):
         s.roster.claim(pid, 100 + pid)
     return s
 
 
 def test_global_mean_is_the_sample_weighted_mean_of_the_reports(strategy):
-    w = strategy.width
+    w = strategy.server.width
     ramp = np.arange(w, dtype=np.float32)
     replies = {
         100: mean_reply(0, np.full(w, 1.0), 10),
@@ -178,7 +182,7 @@ def test_global_mean_is_the_sample_weighted_mean_of_the_reports(strategy):
     grid = FakeGrid(replies)
     model_arrays = dict(strategy.global_arrays)
     rec = RoundRecord(round=0, model_version=0)
-    strategy.prepare_round0(grid, rec, timeout=5)
+    strategy.global_arrays.update(strategy.server.prepare_round0(strategy, grid, rec))
     out = strategy.global_arrays
     expected = (10 * 1.0 + 30 * (4.0 + ramp)) / 40  # = 3.25 + 0.75 * ramp
     np.testing.assert_allclose(out[GLOBAL_MEAN], expected, rtol=1e-6)
@@ -196,23 +200,23 @@ def test_no_report_at_all_stops_the_run(strategy):
     grid = FakeGrid({100: reply(100, error="boom")})
     rec = RoundRecord(round=0, model_version=0)
     with pytest.raises(RuntimeError):
-        strategy.prepare_round0(grid, rec, timeout=5)
+        strategy.global_arrays.update(strategy.server.prepare_round0(strategy, grid, rec))
     assert rec.failures == 4
 
 
 def test_global_mean_is_never_uploaded_and_survives_aggregation(strategy):
-    g = np.full(strategy.width, 2.0, dtype=np.float32)
+    g = np.full(strategy.server.width, 2.0, dtype=np.float32)
     held = {**strategy.global_arrays, GLOBAL_MEAN: g}
-    spec = strategy.upload_spec(held)
-    assert GLOBAL_MEAN not in spec and set(spec) == set(strategy.layers.param_names)
+    spec = strategy.server.upload_spec(held)
+    assert GLOBAL_MEAN not in spec and set(spec) == set(strategy.server.layers.param_names)
     model = {k: v for k, v in held.items() if k != GLOBAL_MEAN}
     ones = Contribution(10, {k: np.ones_like(v) for k, v in model.items()})
     fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in model.items()})
-    out = strategy.aggregate_sums(WeightedSum.of([ones, fours]), held)
+    out = strategy.server.aggregate_sums(WeightedSum.of([ones, fours]), held)
     np.testing.assert_array_equal(out[GLOBAL_MEAN], g)
     np.testing.assert_allclose(out["fc.weight"], 3.25)
 
 
 def test_defaults():
-    st = FedDBEConfig()
+    st = FedDBESettings()
     assert (st.momentum, st.kappa) == (0.1, 50.0)

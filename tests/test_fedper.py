@@ -8,11 +8,12 @@ import torch
 from flwr.app import MessageType
 from torch import nn
 
-from baselines.fedper import FedPerClient, FedPerStrategy, body_names
+from baselines.fedper import FedPerClient, body_names
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.protocol import keys
-from flayer.protocol.method import build_model, shared_params
-from tests.helpers import FMNIST_SPEC, make_config
+from tests.helpers import FMNIST_SPEC, make_config, server_for
 from tests.helpers import make_client as build_client
 from tests.localgrid import RecordingGrid, run_local
 
@@ -61,7 +62,7 @@ def test_strategy_holds_sends_and_declares_only_the_body(personal):
     cfg = make_config("strategy=fedper", f"strategy.personal_layers={personal}")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    strategy = FedPerStrategy(cfg, cfg.strategy, layers)
+    strategy = server_for(cfg, layers)
     strategy.set_initial(model)
     sent = strategy.global_arrays
     expected = [n for layer in layers.layers[:-personal] for n in layer.params]

@@ -18,19 +18,27 @@ from baselines.fedproto import (
     PROTOTYPES,
     SUMS,
     FedProtoClient,
-    FedProtoConfig,
-    FedProtoStrategy,
+    FedProtoSettings,
     global_prototypes,
     prototype_logits,
     prototype_regularizer,
     prototype_upload,
 )
 from flayer.nn.layers import LayerMap, features
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.protocol.aggregation import Contribution, WeightedSum
-from flayer.protocol.method import build_model, shared_params
-from flayer.protocol.upload import Upload, checked
+from flayer.protocol.rounds import RoundLoop
+from flayer.protocol.upload import Upload
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
+from tests.helpers import (
+    FMNIST_SPEC,
+    accepted,
+    client_env,
+    loop_for,
+    make_config,
+    tiny_client_data,
+)
 from tests.helpers import TinyOutHead as Tiny
 from tests.localgrid import run_local
 
@@ -49,12 +57,10 @@ def make_client(kind: str = "tiny", *overrides: str) -> FedProtoClient:
                           model)
 
 
-def strategy_for(kind: str = "cnn") -> tuple[FedProtoStrategy, nn.Module]:
+def strategy_for(kind: str = "cnn") -> tuple[RoundLoop, nn.Module]:
     cfg = make_config("strategy=fedproto")
     model = base_model(kind, cfg)
-    strategy = FedProtoStrategy(cfg, cfg.strategy, LayerMap(model))
-    strategy.set_initial(model)
-    return strategy, model
+    return loop_for(cfg, model), model
 
 
 def held(prototypes: np.ndarray, present: list[int]) -> dict[str, np.ndarray]:
@@ -123,11 +129,11 @@ def test_strategy_holds_only_prototypes_and_declares_sums_and_counts():
     width = LayerMap(model).feature_width(model)
     assert set(glob) == {PROTOTYPES, PRESENT}  # the model never travels
     assert glob[PROTOTYPES].shape == (10, width) and not glob[PRESENT].any()
-    spec = strategy.upload_spec(glob)
+    spec = strategy.server.upload_spec(glob)
     assert {k: v.shape for k, v in spec.items()} == {SUMS: (10, width), COUNTS: (10,)}
     up = prototype_upload(np.ones((10, width)), np.ones(10), 10)
-    a, _ = checked(Upload(arrays=up), spec, 10.0)
-    out = strategy.aggregate_sums(WeightedSum.of([a]), glob)
+    a, _ = accepted(Upload(arrays=up), spec, 10.0)
+    out = strategy.server.aggregate_sums(WeightedSum.of([a]), glob)
     np.testing.assert_allclose(out[PROTOTYPES], 1.0)
     assert out[PRESENT].all()
 
@@ -138,7 +144,7 @@ def test_upload_is_far_below_the_model(kind):
     strategy, model = strategy_for(kind)
     client.receive(strategy.global_arrays, version=0)
     result = client.fit(strategy.global_arrays, version=0)
-    _, nbytes = checked(result.upload, strategy.upload_spec(strategy.global_arrays),
+    _, nbytes = accepted(result.upload, strategy.server.upload_spec(strategy.global_arrays),
                         result.num_examples)
     model_bytes = sum(v.nbytes for v in shared_params(model).values())
     width = LayerMap(model).feature_width(model)
@@ -269,4 +275,4 @@ def test_bad_settings_are_refused():
 
 
 def test_defaults():
-    assert FedProtoConfig().lamda == 1.0
+    assert FedProtoSettings().lamda == 1.0

@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.fedprox import FedProxClient, FedProxStrategy
+from baselines.fedprox import FedProxClient
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.nn.training import cross_entropy, proximal_pull, train
-from flayer.protocol.method import build_model, shared_params
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, make_client, make_config
+from tests.helpers import FMNIST_SPEC, make_client, make_config, server_for
 from tests.localgrid import run_local
 
 
@@ -89,7 +90,7 @@ def test_the_whole_model_is_uploaded_and_only_buffers_kept():
     assert client.kept() == client.buffers()
     cfg = make_config("strategy=fedprox")
     model = build_model(cfg, FMNIST_SPEC)
-    spec = FedProxStrategy(cfg, cfg.strategy, LayerMap(model)).upload_spec(shared_params(model))
+    spec = server_for(cfg, LayerMap(model)).upload_spec(shared_params(model))
     assert set(spec) == set(LayerMap(model).param_names)
     assert all(ts.kept is None for ts in spec.values())
 

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.fedrep import FedRepClient, FedRepStrategy
+from baselines.fedrep import FedRepClient
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.protocol import keys
-from flayer.protocol.method import build_model, shared_params
-from tests.helpers import FMNIST_SPEC, make_config
+from tests.helpers import FMNIST_SPEC, make_config, server_for
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local
 from tests.test_fedper import make_model
@@ -104,7 +105,7 @@ def test_strategy_holds_and_declares_only_the_body():
     cfg = make_config("strategy=fedrep")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    strategy = FedRepStrategy(cfg, cfg.strategy, layers)
+    strategy = server_for(cfg, layers)
     strategy.set_initial(model)
     assert sorted(strategy.global_arrays) == sorted(layers.body_params)
     assert sorted(strategy.upload_spec(strategy.global_arrays)) == sorted(layers.body_params)

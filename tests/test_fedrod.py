@@ -15,16 +15,16 @@ from torch import nn
 
 from baselines.fedrod import (
     FedRoDClient,
-    FedRoDConfig,
-    FedRoDStrategy,
+    FedRoDSettings,
     balanced_softmax_loss,
     log_class_counts,
 )
 from flayer.nn.layers import LayerMap, features
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.protocol.aggregation import Contribution, WeightedSum
-from flayer.protocol.method import build_model, shared_params
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
+from tests.helpers import FMNIST_SPEC, client_env, make_config, server_for, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 
 
@@ -199,7 +199,7 @@ def test_kept_state_restores_the_same_client():
 def test_server_averages_the_base_model_sample_weighted():
     cfg = make_config("strategy=fedrod")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = FedRoDStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     strategy.set_initial(model)
     glob = strategy.global_arrays
     assert set(glob) == set(LayerMap(model).param_names)  # body and generic head
@@ -218,4 +218,4 @@ def test_a_head_that_is_not_linear_is_refused():
 
 
 def test_no_settings():
-    assert set(vars(FedRoDConfig())) == {"name"}
+    assert set(vars(FedRoDSettings())) == {"name"}

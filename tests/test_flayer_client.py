@@ -7,7 +7,7 @@ import pytest
 
 from flayer.algorithm import masking
 from flayer.algorithm.client import FlayerClient
-from flayer.protocol.method import shared_params
+from flayer.nn.params import shared_params
 from tests.helpers import make_client as build_client
 from tests.helpers import make_config
 

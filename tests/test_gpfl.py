@@ -17,18 +17,17 @@ from baselines.gpfl import (
     COV_PREFIX,
     GCE_PREFIX,
     GPFLClient,
-    GPFLConfig,
-    GPFLStrategy,
+    GPFLSettings,
     angle_loss,
     conditional_inputs,
     magnitude_loss,
 )
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
 from flayer.protocol import keys
 from flayer.protocol.aggregation import Contribution, WeightedSum
-from flayer.protocol.method import build_model
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, client_env, make_config, tiny_client_data
+from tests.helpers import FMNIST_SPEC, client_env, make_config, server_for, tiny_client_data
 from tests.helpers import TinyOutHead as Tiny
 from tests.localgrid import RecordingGrid, run_local
 
@@ -48,7 +47,7 @@ def setup(kind: str = "cnn", *overrides: str):
     own initial ones."""
     cfg = make_config("strategy=gpfl", "batch_size=8", "lr=0.01", *overrides)
     model = base_model(kind, cfg)
-    strategy = GPFLStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     rng = np.random.default_rng(1)
     glob = {k: v + rng.normal(0, 0.05, v.shape).astype(v.dtype)
             for k, v in strategy.initial_global(base_model(kind, cfg)).items()}
@@ -256,7 +255,7 @@ def test_the_personal_parts_never_travel():
     for value in sent.values():
         assert not any(v.shape == value.shape and np.allclose(v, value) for v in personal)
     cfg = client.cfg
-    spec = GPFLStrategy(cfg, cfg.strategy, client.env.layers).upload_spec(glob)
+    spec = server_for(cfg, client.env.layers).upload_spec(glob)
     assert set(spec) == set(glob) and not head_names(client) & set(spec)
 
 
@@ -295,8 +294,8 @@ def test_strategy_holds_extractor_cov_and_gce_deterministically():
     cfg = make_config("strategy=gpfl", "seed=3")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    a = GPFLStrategy(cfg, cfg.strategy, layers).initial_global(model)
-    b = GPFLStrategy(cfg, cfg.strategy, layers).initial_global(model)
+    a = server_for(cfg, layers).initial_global(model)
+    b = server_for(cfg, layers).initial_global(model)
     cov = {COV_PREFIX + f"{side}.{i}.{t}" for side in ("gamma", "beta") for i in (0, 2)
            for t in ("weight", "bias")}
     assert set(a) == set(layers.body_params) | cov | {GCE}
@@ -304,14 +303,14 @@ def test_strategy_holds_extractor_cov_and_gce_deterministically():
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     other = make_config("strategy=gpfl", "seed=4")
-    c = GPFLStrategy(other, other.strategy, layers).initial_global(model)
+    c = server_for(other, layers).initial_global(model)
     assert not np.array_equal(a[GCE], c[GCE])
 
 
 def test_strategy_averages_every_part_sample_weighted():
     cfg = make_config("strategy=gpfl")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = GPFLStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     glob = strategy.initial_global(model)
     ones = Contribution(10, {k: np.ones_like(v) for k, v in glob.items()})
     fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in glob.items()})
@@ -371,7 +370,7 @@ def test_a_head_that_is_not_linear_is_refused():
 
 
 def test_defaults():
-    st = GPFLConfig()
+    st = GPFLSettings()
     assert (st.lam, st.mu) == (0.01, 0.1)
     cfg = make_config("strategy=gpfl")
     cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

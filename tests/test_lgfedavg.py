@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from baselines.fedper import body_names
-from baselines.lgfedavg import LGFedAvgClient, LGFedAvgStrategy, global_names
+from baselines.lgfedavg import LGFedAvgClient, global_names
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.protocol import keys
 from flayer.protocol.aggregation import Contribution, WeightedSum
-from flayer.protocol.method import build_model, shared_params
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, make_config
+from tests.helpers import FMNIST_SPEC, make_config, server_for
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local
 from tests.test_fedper import make_model
@@ -45,7 +46,7 @@ def test_strategy_holds_sends_and_declares_only_the_global_layers(top):
     cfg = make_config("strategy=lgfedavg", f"strategy.global_layers={top}")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    strategy = LGFedAvgStrategy(cfg, cfg.strategy, layers)
+    strategy = server_for(cfg, layers)
     strategy.set_initial(model)
     sent = strategy.global_arrays
     expected = [n for layer in layers.layers[-top:] for n in layer.params]
@@ -60,7 +61,7 @@ def test_strategy_holds_sends_and_declares_only_the_global_layers(top):
 def test_server_takes_the_sample_weighted_mean_of_the_heads():
     cfg = make_config("strategy=lgfedavg")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = LGFedAvgStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     strategy.set_initial(model)
     held = strategy.global_arrays
     ones = Contribution(10, {k: np.ones_like(v) for k, v in held.items()})

@@ -10,15 +10,16 @@ import numpy as np
 import torch
 from flwr.app import MessageType
 
-from baselines.local import LocalClient, LocalStrategy
-from flayer.apps import client_app
+from baselines.local import LocalClient
+from flayer.apps import client_work
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.nn.training import train
 from flayer.protocol import keys
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.method import build_model, shared_params
-from flayer.protocol.upload import Upload, checked
-from tests.helpers import FMNIST_SPEC, make_client, make_config
+from flayer.protocol.upload import Upload
+from tests.helpers import FMNIST_SPEC, accepted, make_client, make_config, server_for
 from tests.localgrid import RecordingGrid, run_local
 
 
@@ -61,7 +62,7 @@ def test_the_whole_model_is_kept_and_nothing_received_changes_it():
 
 
 def test_an_empty_upload_passes_the_check_and_counts_zero_bytes():
-    contribution, nbytes = checked(Upload(arrays={}), {}, weight=40.0)
+    contribution, nbytes = accepted(Upload(arrays={}), {}, weight=40.0)
     assert nbytes == 0 and dict(contribution.arrays) == {}
     total = WeightedSum.of([contribution])
     assert total.num == {}
@@ -70,7 +71,7 @@ def test_an_empty_upload_passes_the_check_and_counts_zero_bytes():
 def test_the_server_holds_nothing_and_expects_nothing():
     cfg = make_config("strategy=local")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = LocalStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     assert strategy.initial_global(model) == {}
     assert strategy.upload_spec({}) == {}
     assert strategy.aggregate_sums(WeightedSum(), {}) == {}
@@ -105,7 +106,7 @@ def test_rounds_count_and_evaluate_with_zero_upload_bytes(small):
 def test_a_clients_model_depends_on_its_own_data_alone(small, monkeypatch):
     cfg = small("strategy=local")
     _, plain, plain_grid = run_local(cfg)
-    real = client_app.load_client
+    real = client_work.load_client
 
     def other_data_for_client_1(cfg, partition_id, val_fraction=0.0):
         data = real(cfg, partition_id, val_fraction)
@@ -113,7 +114,7 @@ def test_a_clients_model_depends_on_its_own_data_alone(small, monkeypatch):
             return data
         return dataclasses.replace(data, y_train=(data.y_train + 1) % 10)
 
-    monkeypatch.setattr(client_app, "load_client", other_data_for_client_1)
+    monkeypatch.setattr(client_work, "load_client", other_data_for_client_1)
     _, changed, changed_grid = run_local(cfg)
 
     def of(records, pid):

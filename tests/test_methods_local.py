@@ -17,7 +17,7 @@ def test_every_method_runs_rounds_through_the_apps(small, method):
     assert all(len(r.clients) == 3 for r in records)  # everyone evaluated every round
     assert records[1].trained == 3
     # bytes go up exactly when the method declares something to upload (`local`: nothing)
-    uploads = bool(strategy.upload_spec(strategy.global_arrays))
+    uploads = bool(strategy.server.upload_spec(strategy.global_arrays))
     assert (records[1].upload_bytes > 0) == uploads
     assert strategy.version == 2
     extra = METHODS.get(method).client.train_metrics  # metrics.csv's extra columns

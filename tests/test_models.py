@@ -21,10 +21,11 @@ from flayer.config.schema import Config
 from flayer.data.federated import ClientData, load_client
 from flayer.data.source import DataSpec
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.models import MODELS
+from flayer.nn.models import MODELS, build_model
+from flayer.nn.params import shared_params
 from flayer.protocol import keys
 from flayer.protocol.catalog import METHODS
-from flayer.protocol.method import ClientEnv, ClientMethod, build_model, shared_params
+from flayer.protocol.client import ClientEnv, ClientMethod
 from flayer.protocol.upload import decode
 from flayer.util.errors import ConfigError
 from tests import hubdata
@@ -286,10 +287,10 @@ def cycle(cfg: Config) -> dict:
              if m.metadata.message_type == MessageType.EVALUATE]
     (msg, reply, after_fit), = train
     glob, new = arrays_of(msg), arrays_of(evals[-1][0])
-    spec = strategy.upload_spec(glob)
+    spec = strategy.server.upload_spec(glob)
     metrics = reply.content[keys.client_record(0)]
     sent = decode(reply.content, spec, float(metrics[keys.NUM_EXAMPLES]))
-    return {"cfg": cfg, "layers": strategy.layers, "glob": glob, "new": new, "sent": sent,
+    return {"cfg": cfg, "layers": strategy.server.layers, "glob": glob, "new": new, "sent": sent,
             "metrics": metrics, "spec": spec, "records": records,
             "evals": [r.content[keys.client_record(0)] for _, r, _ in evals],
             "after_fit": after_fit, "final": evals[-1][2],

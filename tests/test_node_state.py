@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from flayer.apps.client_app import partition_of
+from flayer.apps.node_client import partition_of
 from flayer.state.personal import Personal, load_state, save_state, state_hash
 from flayer.state.store import NodeStates
 from tests.localgrid import LocalGrid, run_local

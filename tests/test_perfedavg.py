@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from baselines.fedavg import FedAvgClient
-from baselines.perfedavg import PerFedAvgClient, PerFedAvgStrategy, halves
+from baselines.perfedavg import PerFedAvgClient, halves
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.nn.training import cross_entropy, evaluate
-from flayer.protocol.method import build_model, shared_params
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config
+from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config, server_for
 
 
 def perfedavg(*overrides: str, model: nn.Module | None = None) -> PerFedAvgClient:
@@ -143,7 +144,7 @@ def test_the_meta_model_is_uploaded_whole_and_only_statistics_are_kept():
 def test_strategy_takes_every_tensor_in_full():
     cfg = make_config("strategy=perfedavg")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = PerFedAvgStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     spec = strategy.upload_spec(strategy.initial_global(model))
     assert set(spec) == set(LayerMap(model).param_names)
     assert all(ts.kept is None for ts in spec.values())

@@ -8,14 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.pfedme import PFedMeClient, PFedMeStrategy
+from baselines.pfedme import PFedMeClient
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import batches
 from flayer.protocol.aggregation import Contribution, WeightedSum
-from flayer.protocol.method import build_model, load_params, shared_params
-from flayer.protocol.rounds import PflStrategy
+from flayer.protocol.server import MethodServer
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, TinyLinear, make_client, make_config, tiny_client_data
+from tests.helpers import (
+    FMNIST_SPEC,
+    TinyLinear,
+    make_client,
+    make_config,
+    server_for,
+    tiny_client_data,
+)
 
 
 def linear_client(*overrides: str, n_train: int = 16) -> PFedMeClient:
@@ -143,11 +151,13 @@ def test_only_w_is_uploaded_and_the_whole_theta_model_is_kept():
 def mix_case(beta: float):
     cfg = make_config("strategy=pfedme", f"strategy.beta={beta}")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = PFedMeStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     previous = strategy.initial_global(model)
     total = WeightedSum.of([Contribution(weight, perturbed(previous, seed))
                             for weight, seed in ((3.0, 1), (5.0, 2))])
-    fedavg = PflStrategy(cfg, cfg.strategy, LayerMap(model)).aggregate_sums(total, previous)
+    layers = LayerMap(model)
+    fedavg = MethodServer(cfg, cfg.strategy, layers, layers.param_names).aggregate_sums(
+        total, previous)
     return strategy.aggregate_sums(total, previous), previous, fedavg
 
 
@@ -170,7 +180,7 @@ def test_beta_mixes_the_previous_model_and_the_mean(beta):
 def test_upload_declaration_is_every_parameter_in_full():
     cfg = make_config("strategy=pfedme")
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = PFedMeStrategy(cfg, cfg.strategy, LayerMap(model))
+    strategy = server_for(cfg, LayerMap(model))
     spec = strategy.upload_spec(strategy.initial_global(model))
     assert set(spec) == set(LayerMap(model).param_names)
     assert all(ts.kept is None for ts in spec.values())

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from flayer.protocol.rounds import ClientEval, RoundRecord
 from flayer.results.comparison import GROUP_COLUMNS, find_runs
+from flayer.results.record import ClientEval, RoundRecord
 from flayer.results.recorder import RunRecorder, round_metrics, summarize
 from flayer.results.report import main
 

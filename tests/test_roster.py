@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
-from flayer.apps.inprocess import act_as_server
+from flayer.apps.inprocess import new_message
 from flayer.config.schema import BackendConfig
 from flayer.protocol import keys
 from flayer.protocol.roster import Roster
@@ -35,8 +35,7 @@ class Nodes:
 
 
 def roster(num_clients: int = 3) -> Roster:
-    act_as_server()
-    return Roster(num_clients, BackendConfig(name="deploy", node_wait=0.0))
+    return Roster(num_clients, BackendConfig(name="deploy", node_wait=0.0), new_message)
 
 
 def test_round_0_asks_every_node_and_later_rounds_only_new_ones():

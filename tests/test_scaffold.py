@@ -19,14 +19,13 @@ from baselines.scaffold import (
     option_two,
 )
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.nn.training import cross_entropy
 from flayer.protocol import keys
 from flayer.protocol.aggregation import Contribution, WeightedSum
-from flayer.protocol.catalog import METHODS
-from flayer.protocol.method import build_model, shared_params
-from flayer.protocol.upload import checked
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, make_client, make_config
+from tests.helpers import FMNIST_SPEC, accepted, loop_for, make_client, make_config
 from tests.localgrid import run_local
 
 
@@ -151,8 +150,7 @@ def strategy_of():
     def make(*overrides: str):
         cfg = make_config("strategy=scaffold", "num_clients=4", *overrides)
         model = build_model(cfg, FMNIST_SPEC)
-        s = METHODS.get("scaffold").build_strategy(cfg, LayerMap(model))
-        s.set_initial(model)
+        s = loop_for(cfg, model)
         return s
     return make
 
@@ -162,7 +160,7 @@ def test_the_server_holds_c_and_never_asks_for_it(strategy_of):
     names = LayerMap(build_model(s.cfg, FMNIST_SPEC)).param_names
     assert set(s.global_arrays) == set(names) | {CONTROL + n for n in names}
     assert all(not s.global_arrays[CONTROL + n].any() for n in names)
-    spec = s.upload_spec(s.global_arrays)
+    spec = s.server.upload_spec(s.global_arrays)
     assert set(spec) == set(names) | {DELTA_C + n for n in names}
     assert all(ts.kept is None and ts.shape == s.global_arrays[n.removeprefix(DELTA_C)].shape
                for n, ts in spec.items())
@@ -181,7 +179,7 @@ def test_server_update_of_x_and_c(strategy_of, server_lr):
     for y, dc, n in zip(ys, dcs, ns, strict=True):
         upload = {**y, **{DELTA_C + k: v / np.float32(n) for k, v in dc.items()}}
         total.add(Contribution(float(n), upload))
-    out = s.aggregate_sums(total, previous)
+    out = s.server.aggregate_sums(total, previous)
     assert set(out) == set(previous)
     for k in x:
         mean = (10 * ys[0][k].astype(np.float64) + 30 * ys[1][k]) / 40
@@ -202,7 +200,7 @@ def test_server_lr_one_is_fedavgs_mean_to_the_bit(strategy_of):
         total.add(Contribution(float(n), {**y, **{DELTA_C + k: np.zeros_like(v)
                                                   for k, v in y.items()}}))
     fedavg = total.mean(x)
-    out = s.aggregate_sums(total, previous)
+    out = s.server.aggregate_sums(total, previous)
     for k in x:
         assert out[k].tobytes() == fedavg[k].tobytes(), k
 
@@ -212,7 +210,7 @@ def test_the_upload_passes_the_servers_check(strategy_of):
     client = scaffold_client()
     client.receive(s.global_arrays, version=0)
     result = client.fit(s.global_arrays, version=0)
-    contribution, nbytes = checked(result.upload, s.upload_spec(s.global_arrays), 40.0)
+    contribution, nbytes = accepted(result.upload, s.server.upload_spec(s.global_arrays), 40.0)
     assert nbytes == 2 * sum(v.nbytes for v in shared_params(client.model).values())
 
 

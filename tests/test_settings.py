@@ -7,8 +7,8 @@ import pytest
 from torch import nn
 
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
 from flayer.protocol.catalog import METHODS
-from flayer.protocol.method import build_model
 from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, make_config
 

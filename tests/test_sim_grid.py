@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
 
 from flayer.apps.actors import RayFailureFilter
-from flayer.apps.inprocess import act_as_server
+from flayer.apps.inprocess import new_message
 from flayer.apps.sim_grid import ExecutorLost, Leave, SimulationGrid, executor_failure
 from flayer.protocol import keys
 
@@ -53,10 +53,8 @@ class StandIn:
 
 
 def work(node: int, cohort: list[int], server_round: int = 3) -> Message:
-    act_as_server()
-    return Message(content=RecordDict({keys.CONFIG: ConfigRecord({
-        keys.SERVER_ROUND: server_round, keys.COHORT: cohort})}), dst_node_id=node,
-        message_type=MessageType.TRAIN)
+    return new_message(RecordDict({keys.CONFIG: ConfigRecord({
+        keys.SERVER_ROUND: server_round, keys.COHORT: cohort})}), node, MessageType.TRAIN)
 
 
 def ok(msg: Message) -> Message:

@@ -11,15 +11,13 @@ from flwr.app import (
     RecordDict,
 )
 
-from flayer.apps.inprocess import act_as_server
-from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
+from flayer.nn.params import shared_params
 from flayer.protocol import keys
-from flayer.protocol.catalog import METHODS
-from flayer.protocol.method import build_model, shared_params
 from flayer.protocol.upload import Upload, encode
 from flayer.results.record import RoundRecord
 from flayer.run.pause import hold, pause_asked
-from tests.helpers import FMNIST_SPEC, make_config, mock_reply
+from tests.helpers import FMNIST_SPEC, loop_for, make_config, mock_reply
 
 reply = mock_reply
 
@@ -39,8 +37,7 @@ def strategy_for(name: str, *overrides: str):
     client sampled."""
     cfg = make_config(f"strategy={name}", "num_clients=3", *overrides)
     model = build_model(cfg, FMNIST_SPEC)
-    strategy = METHODS.get(name).build_strategy(cfg, LayerMap(model))
-    strategy.set_initial(model)
+    strategy = loop_for(cfg, model)
     for pid in range(3):
         assert strategy.roster.claim(pid, 100 + pid)
     return strategy, shared_params(model), RoundRecord(round=1, model_version=0,
@@ -96,7 +93,7 @@ def test_all_replies_failing_keeps_the_model_and_version():
 def test_flayer_rejects_a_mask_with_the_wrong_count():
     strategy, initial, rec = strategy_for("flayer")
     arrays = scaled(initial, 1.0)
-    spec = strategy.upload_spec(initial)
+    spec = strategy.server.upload_spec(initial)
     masks = {}
     for name, ts in spec.items():
         if ts.kept is not None:
@@ -114,7 +111,7 @@ def test_flayer_rejects_a_mask_with_the_wrong_count():
 
 def test_flayer_masking_off_declares_full_tensors():
     strategy, initial, _ = strategy_for("flayer", "strategy.masked_upload=false")
-    assert all(ts.kept is None for ts in strategy.upload_spec(initial).values())
+    assert all(ts.kept is None for ts in strategy.server.upload_spec(initial).values())
 
 
 def test_sampling_is_seeded_by_run_seed_and_round():
@@ -142,7 +139,6 @@ def test_evaluate_round_records_every_client_in_partition_order():
 
 
 def test_configure_messages_carry_the_model_version():
-    act_as_server()  # Flower stamps new messages with the server's identity
     strategy, initial, rec = strategy_for("flayer")
     strategy.version = 4
     msgs = strategy.configure_train(5, rec)

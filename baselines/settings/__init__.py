@@ -1,5 +1,5 @@
 """Each comparison method's settings, one module per method (`baselines.settings.<name>`,
-a StrategyConfig subclass whose default `name` is the method's).
+a MethodSettings subclass whose default `name` is the method's).
 
 They import no torch, Flower or data library, so that Hydra's schemas are registered and a
 config is composed and checked (flayer/config/store.py finds every module here) before the methods

@@ -6,14 +6,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
 
 
 @dataclass
-class FedAlaConfig(StrategyConfig):
+class FedAlaSettings(MethodSettings):
     name: str = "fedala"
     eta_w: float = 1.0
     rand_percent: float = 80.0

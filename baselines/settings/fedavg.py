@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flayer.config.schema import StrategyConfig
+from flayer.config.schema import MethodSettings
 
 
 @dataclass
-class FedAvgConfig(StrategyConfig):
+class FedAvgSettings(MethodSettings):
     name: str = "fedavg"

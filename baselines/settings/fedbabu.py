@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
 
 
 @dataclass
-class FedBABUConfig(StrategyConfig):
+class FedBABUSettings(MethodSettings):
     name: str = "fedbabu"
     fine_tuning_epochs: int = 10
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class FedCPConfig(StrategyConfig):
+class FedCPSettings(MethodSettings):
     name: str = "fedcp"
     lam: float = 1.0
     tau: float = 1.0

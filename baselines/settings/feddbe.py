@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class FedDBEConfig(StrategyConfig):
+class FedDBESettings(MethodSettings):
     name: str = "feddbe"
     momentum: float = 0.1
     kappa: float = 50.0

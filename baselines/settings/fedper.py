@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class FedPerConfig(StrategyConfig):
+class FedPerSettings(MethodSettings):
     name: str = "fedper"
     personal_layers: int = 1
 

@@ -6,14 +6,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
 
 
 @dataclass
-class FedProxConfig(StrategyConfig):
+class FedProxSettings(MethodSettings):
     name: str = "fedprox"
     mu: float = 0.01
 

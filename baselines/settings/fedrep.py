@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from baselines.settings.fedper import FedPerConfig
+from baselines.settings.fedper import FedPerSettings
 from flayer.config.schema import Config
 from flayer.util.errors import ConfigError
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class FedRepConfig(FedPerConfig):
+class FedRepSettings(FedPerSettings):
     name: str = "fedrep"
     head_epochs: int = 1
 

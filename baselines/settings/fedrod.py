@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
 
 
 @dataclass
-class FedRoDConfig(StrategyConfig):
+class FedRoDSettings(MethodSettings):
     name: str = "fedrod"
 
     def check(self, cfg: Config, layers: LayerMap) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flayer.config.schema import StrategyConfig
+from flayer.config.schema import MethodSettings
 
 
 @dataclass
-class LocalConfig(StrategyConfig):
+class LocalSettings(MethodSettings):
     name: str = "local"

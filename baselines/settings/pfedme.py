@@ -6,14 +6,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
 
 
 @dataclass
-class PFedMeConfig(StrategyConfig):
+class PFedMeSettings(MethodSettings):
     name: str = "pfedme"
     K: int = 5  # the paper's and PFLlib's name
     p_learning_rate: float = 0.01

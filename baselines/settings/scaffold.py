@@ -6,14 +6,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
 
 
 @dataclass
-class ScaffoldConfig(StrategyConfig):
+class ScaffoldSettings(MethodSettings):
     name: str = "scaffold"
     server_lr: float = 1.0
 

@@ -9,18 +9,19 @@ import torch
 from flayer.algorithm import masking
 from flayer.algorithm.initialization import mix_into
 from flayer.algorithm.rates import adapt_rates, initial_rates
-from flayer.algorithm.settings import Constants, FlayerConfig, constants, reference
+from flayer.algorithm.settings import Constants, FlayerSettings, constants, reference
 from flayer.nn.layers import LayerMap
+from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import EvalResult, only_trainable
-from flayer.protocol.method import ClientMethod, FitResult, load_params, shared_params
+from flayer.protocol.client import ClientMethod, FitResult
 from flayer.protocol.upload import Upload
 
 
 class FlayerClient(ClientMethod):
-    settings: FlayerConfig
+    settings: FlayerSettings
 
     @classmethod
-    def holdout_fraction(cls, settings: FlayerConfig) -> float:
+    def holdout_fraction(cls, settings: FlayerSettings) -> float:
         return settings.val_fraction if settings.accuracy_source == "val" else 0.0
 
     @property

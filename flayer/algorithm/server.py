@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from flayer.algorithm import masking
-from flayer.algorithm.settings import FlayerConfig
-from flayer.protocol.rounds import PflStrategy
+from flayer.algorithm.settings import FlayerSettings
+from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import TensorSpec, UploadSpec
 
 
-class FlayerStrategy(PflStrategy):
-    settings: FlayerConfig
+class FlayerServer(MethodServer):
+    settings: FlayerSettings
 
     def sync_every_round(self) -> bool:
         # Eager: every client re-initializes from each new global model, evaluated or not.

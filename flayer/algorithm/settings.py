@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flayer.config.schema import Config, StrategyConfig
+from flayer.config.schema import Config, MethodSettings
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
@@ -52,7 +52,7 @@ def reference(model: str) -> Reference:
 
 
 @dataclass
-class FlayerConfig(StrategyConfig):
+class FlayerSettings(MethodSettings):
     name: str = "flayer"
     local_init: bool = True
     adaptive_lr: bool = True
@@ -103,7 +103,7 @@ class Constants:
     head_rate: float
 
 
-def constants(cfg: Config, settings: FlayerConfig, layers: LayerMap) -> Constants:
+def constants(cfg: Config, settings: FlayerSettings, layers: LayerMap) -> Constants:
     ref = reference(cfg.model.name)
 
     def pick(own: Any, ref_value: Any) -> Any:

@@ -9,23 +9,63 @@ seen this version, else `reload`), trains or evaluates, and hands back what to k
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import Array, ConfigRecord, Message, RecordDict
 from torch import nn
 
 from flayer.apps.runtime import pick_device
 from flayer.config.schema import Config
-from flayer.data.federated import ClientData
+from flayer.data.federated import ClientData, load_client
+from flayer.data.node import load_node_data
 from flayer.data.source import DataSpec
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
 from flayer.protocol import keys
 from flayer.protocol.catalog import METHODS
-from flayer.protocol.method import ClientEnv, ClientMethod, FitResult, build_model
+from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
 from flayer.state.personal import Personal, state_hash
+from flayer.util.errors import DataError
+
+
+@dataclass(frozen=True)
+class DataOf:
+    """Where a client's data comes from: a partition of the run's dataset, or (a SuperNode
+    with `data-dir`) the node's own folder."""
+
+    cfg: Config
+    data_dir: str | None = None
+
+    def __call__(self, partition_id: int, val_fraction: float) -> ClientData:
+        if self.data_dir:
+            return load_node_data(self.cfg, self.data_dir, partition_id, val_fraction)
+        return load_client(self.cfg, partition_id, val_fraction)
+
+
+def global_of(msg: Message) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in msg.content[keys.ARRAYS].items()}
+
+
+def to_array(value: np.ndarray) -> Array:
+    return Array(np.ascontiguousarray(value))
+
+
+def run_error(msg: Message, exc: DataError) -> Message:
+    """The reply that stops the run: what the client stands on is damaged, so no client's
+    result of this run can be trusted to be the run's (`flayer.protocol.replies.exchange`
+    raises it)."""
+    log.debug("the run cannot go on: %s", exc)  # the server says so, once
+    return Message(content=RecordDict({keys.RUN_ERROR: ConfigRecord({keys.REASON: str(exc)})}),
+                   reply_to=msg)
+
+
+
+log = logging.getLogger(__name__)
 
 DataFor = Callable[[int, float], ClientData]  # (partition id, holdout fraction) -> data
 Metrics = dict[str, int | float]

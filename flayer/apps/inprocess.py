@@ -17,14 +17,15 @@ from typing import Any
 
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
-from flayer.apps.client_app import Executor, NodeClient
+from flayer.apps.executor import Executor
+from flayer.apps.node_client import NodeClient
 from flayer.apps.server_app import run_server
 from flayer.config.schema import Config
 from flayer.protocol import keys
 from flayer.protocol.cohorts import ExecutorPool
-from flayer.protocol.rounds import PflStrategy, RoundCallback
+from flayer.protocol.instructions import stamped
+from flayer.protocol.rounds import RoundCallback, RoundLoop
 from flayer.state.checkpoint import Checkpointing
 from flayer.state.store import ClientStore
 
@@ -33,10 +34,8 @@ RUN_ID = 1
 SERVER_NODE = 0
 
 
-def act_as_server(run_id: int = RUN_ID) -> None:
-    """Stand in for the ServerApp's runtime: Flower stamps new messages with the task identity
-    that its runner sets (`flwr.superlink.runtime.run_serverapp`); here this process is it."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SERVER_NODE, 1
+# new instructions, stamped as Flower's ServerApp runtime would stamp them
+new_message = stamped(RUN_ID, SERVER_NODE)
 
 
 class InProcessGrid(Grid):
@@ -109,16 +108,15 @@ class InProcessGrid(Grid):
 
 def run_in_process(cfg: Config, on_round: RoundCallback | None = None,
                    grid: InProcessGrid | None = None, store: Path | None = None,
-                   checkpointing: Checkpointing | None = None) -> PflStrategy:
+                   checkpointing: Checkpointing | None = None) -> RoundLoop:
     """A whole run in this process (no Ray); every finished round goes to on_round. Give a
     grid, or a store folder for the simulation's layout (executors over that store)."""
     if grid is None:
         if store is None:
             raise ValueError("run_in_process needs a grid or a state store folder")
         grid = InProcessGrid(cfg, store=store)
-    act_as_server()
     routing = ExecutorPool.for_run(cfg) if grid.store is not None else None
-    return run_server(grid, cfg, on_round, routing, checkpointing)
+    return run_server(grid, cfg, on_round, routing, checkpointing, new_message)
 
 
 def engine(cfg: Config, on_round: RoundCallback, store: Path,

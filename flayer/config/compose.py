@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from flayer.config.schema import Config, to_config
 from flayer.config.store import register_schemas
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose_dict(overrides: Sequence[str] = ()) -> DictConfig:

@@ -16,7 +16,6 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from flayer.config.checks import check_settings
 from flayer.config.command_line import compose_job, expand_sweep, fail, typed
-from flayer.config.schema import to_config
 from flayer.util.errors import ConfigError, DataError
 
 
@@ -70,19 +69,9 @@ def _job_config(config: DictConfig) -> DictConfig:
 
 
 def _check_run(job: DictConfig, new_dir: Path, overrides: list[str]) -> None:
-    """What flayer.run.experiment.run refuses before it writes anything: a folder to continue that
-    is no run of these settings, a bad setting, a folder that already holds results. Imports
-    torch and Flower (the quick checks have passed)."""
-    from flayer.config.compose import compose_dict
-    from flayer.config.validation import validate
-    from flayer.run.experiment import prepare
-    from flayer.run.folder import open_continuation
+    """What flayer.run.experiment.run refuses before it writes anything: a folder to continue
+    that is no run of these settings, a bad setting, a folder that already holds results.
+    Imports torch and Flower (the quick checks have passed)."""
+    from flayer.run.experiment import plan
 
-    resume = job.resume
-    run_dir = Path(str(resume)).expanduser() if resume not in (None, "auto") else new_dir
-    going_on = (open_continuation(run_dir, str(resume), overrides, compose_dict)
-                if resume is not None else None)
-    if going_on is None:
-        prepare(job, run_dir)
-    elif not going_on.complete:
-        validate(to_config(going_on.dcfg))
+    plan(job, new_dir, overrides)

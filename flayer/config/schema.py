@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class StrategyConfig:
+class MethodSettings:
     """Base of every method's settings; each method subclasses it with its own fields."""
 
     name: str = MISSING
@@ -137,7 +137,7 @@ class DeployBackendConfig(BackendConfig):
 
 @dataclass
 class Config:
-    strategy: StrategyConfig = MISSING
+    strategy: MethodSettings = MISSING
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
     partition: PartitionConfig = MISSING

@@ -23,8 +23,8 @@ from flayer.config.schema import (
     Config,
     DatasetConfig,
     DeployBackendConfig,
+    MethodSettings,
     ModelConfig,
-    StrategyConfig,
 )
 from flayer.data.partitioners import PARTITIONERS
 
@@ -46,14 +46,14 @@ def _settings_modules() -> list[ModuleType]:
 
 
 @functools.lru_cache(maxsize=1)
-def method_settings() -> dict[str, type[StrategyConfig]]:
-    """Every method's settings class by method name: each StrategyConfig subclass that a
+def method_settings() -> dict[str, type[MethodSettings]]:
+    """Every method's settings class by method name: each MethodSettings subclass that a
     settings module defines, under the name it defaults to. The methods themselves (torch,
     Flower) are not imported; flayer.protocol.catalog registers them with these same classes."""
-    found: dict[str, type[StrategyConfig]] = {}
+    found: dict[str, type[MethodSettings]] = {}
     for module in _settings_modules():
         for obj in vars(module).values():
-            if not (isinstance(obj, type) and issubclass(obj, StrategyConfig)
+            if not (isinstance(obj, type) and issubclass(obj, MethodSettings)
                     and obj.__module__ == module.__name__):
                 continue
             name = getattr(obj, "name", MISSING)

@@ -9,8 +9,8 @@ from flayer.data.federated import client_splits, dataset, pool_size, source_of
 from flayer.data.source import DataSource
 from flayer.data.subset import described, refuse_fraction
 from flayer.nn.layers import LayerMap
+from flayer.nn.models import build_model
 from flayer.protocol.catalog import METHODS
-from flayer.protocol.method import build_model
 from flayer.util.errors import ConfigError, DamagedFile, DataError, require
 
 
@@ -41,7 +41,7 @@ def validate(cfg: Config) -> None:
     # here with DataError, before any simulation starts, not inside a client actor.
     client_splits(cfg)
     model = build_model(cfg, dataset(cfg).spec)
-    METHODS.get(cfg.strategy.name).config.check(cfg.strategy, cfg, LayerMap(model))
+    METHODS.get(cfg.strategy.name).settings.check(cfg.strategy, cfg, LayerMap(model))
 
 
 def _known_classes(source: DataSource) -> int | None:

@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterable
 from typing import Protocol
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from flayer.config.schema import BackendConfig
 from flayer.protocol import keys
+from flayer.protocol.instructions import NewMessage, flower_message
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ class Routing(Protocol):
 class Roster:
     """Partition id -> node id, learnt by asking each new node which partition it holds."""
 
-    def __init__(self, num_clients: int, backend: BackendConfig) -> None:
+    def __init__(self, num_clients: int, backend: BackendConfig,
+                 new_message: NewMessage = flower_message) -> None:
         self.num_clients = num_clients
         self.backend = backend
+        self.new_message = new_message
         self._node_of: dict[int, int] = {}
         self._live: set[int] = set()  # node ids connected at the last refresh
         self._rejected: set[int] = set()  # nodes that failed to say which partition they hold
@@ -134,9 +137,8 @@ class Roster:
 
     def _identify(self, grid: Grid, nodes: list[int], server_round: int) -> None:
         messages = [
-            Message(content=RecordDict({keys.CONFIG: ConfigRecord(
-                {keys.SERVER_ROUND: server_round})}), dst_node_id=node,
-                message_type=MessageType.QUERY)
+            self.new_message(RecordDict({keys.CONFIG: ConfigRecord(
+                {keys.SERVER_ROUND: server_round})}), node, MessageType.QUERY)
             for node in nodes
         ]
         answered: set[int] = set()

@@ -1,20 +1,15 @@
-"""The server strategy every method subclasses, and the one round loop.
+"""The one round loop.
 
-Round 0 evaluates every client before any training; each later round samples clients
-(seeded by partition id), checks every training reply against the method's upload
-declaration (a reply that fails counts as a failure and is skipped), aggregates in
-partition-id order, then evaluates. Each round's `RoundRecord` is created by the loop and
-passed to every step, and handed to the results writer when the round ends. Which node serves
-which client is the routing's business: on real machines the roster
-(`flayer.protocol.roster`, a node per client), in simulation the executor pool
-(`flayer.protocol.cohorts`, a cohort per executor).
-Contributions arrive one per client (a SuperNode's upload) or summed per executor, and are
-combined in partition-id order in float64.
-
-A method overrides only its declarations: what the server holds (`initial_global`), what a
-training reply must hold (`upload_spec`), how contributions combine
-(`aggregate_sums`), whether every client must see each new model
-(`sync_every_round`) and any extra exchange before round 0 (`prepare_round0`).
+Round 0 evaluates every client before any training (after the method's extra exchange, if it
+has one); each later round samples clients (seeded by partition id), checks every training
+reply against the method's upload declaration (a reply that fails counts as a failure and is
+skipped), aggregates in partition-id order, then evaluates. Each round's `RoundRecord` is
+created here, passed to every step, and handed on when the round ends (to the results writer,
+then the checkpoint). Which node serves which client is the routing's business: on real
+machines the roster (`flayer.protocol.roster`, a node per client), in simulation the executor
+pool (`flayer.protocol.cohorts`, a cohort per executor). Contributions arrive one per client
+(a SuperNode's upload) or summed per executor, and are combined in partition-id order in
+float64. Everything a method changes on the server is its `MethodServer`'s hooks.
 """
 
 from __future__ import annotations
@@ -26,28 +21,29 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
-from flayer.config.schema import Config, StrategyConfig
-from flayer.nn.layers import LayerMap
+from flayer.config.schema import Config
 from flayer.protocol import keys
 from flayer.protocol.aggregation import WeightedSum, weighted_mean
-from flayer.protocol.method import shared_params
-from flayer.protocol.roster import Roster, Routing
-from flayer.protocol.upload import (
-    ReplyError,
-    TensorSpec,
-    UploadSpec,
-    decode,
-    reply_nbytes,
-    spec_record,
+from flayer.protocol.instructions import NewMessage, flower_message
+from flayer.protocol.replies import (
+    accept,
+    client_eval,
+    client_records,
+    count_failures,
+    exchange,
+    sum_of,
+    to_record,
 )
-from flayer.results.record import ClientEval, RoundRecord
+from flayer.protocol.roster import Roster, Routing
+from flayer.protocol.server import MethodServer
+from flayer.protocol.upload import ReplyError, UploadSpec, reply_nbytes, spec_record
+from flayer.results.record import RoundRecord
 from flayer.run.pause import hold
 from flayer.state.checkpoint import ServerState
-from flayer.util.errors import RunError
 from flayer.util.seeding import rng_for
 
 log = logging.getLogger(__name__)
@@ -70,14 +66,15 @@ class Collected:
         return sorted(self.clients.items())
 
 
-class PflStrategy:
-    """Base server strategy. Subclasses declare what clients upload and how it aggregates."""
+class RoundLoop:
+    """The server's rounds for one run: the global model version and arrays it holds, the
+    method's server side (`server`) it asks, and the routing of clients to nodes."""
 
-    def __init__(self, cfg: Config, settings: StrategyConfig, layers: LayerMap,
-                 train_metrics: tuple[str, ...] = (), routing: Routing | None = None) -> None:
+    def __init__(self, cfg: Config, server: MethodServer,
+                 train_metrics: tuple[str, ...] = (), routing: Routing | None = None,
+                 new_message: NewMessage = flower_message) -> None:
         self.cfg = cfg
-        self.settings = settings
-        self.layers = layers
+        self.server = server
         self.train_metrics = train_metrics  # the method's extra train metrics, by name
         self.version = 0  # successful aggregations so far
         self.global_arrays: dict[str, np.ndarray] = {}  # what the server holds and sends
@@ -85,33 +82,15 @@ class PflStrategy:
         # and its newest checkpoint, for SuperNodes that keep their state on disk)
         self.run_instructions: dict[str, int | str] = {}
         # which node serves which client: a node per client unless given (simulation)
-        self.roster: Routing = routing or Roster(cfg.num_clients, cfg.backend)
+        self.roster: Routing = routing or Roster(cfg.num_clients, cfg.backend, new_message)
+        self.new_message = new_message
 
-    # ---- what a method declares ----------------------------------------------------------
-    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        """The arrays the server holds and sends, from the run's initial model: every
-        parameter by default (a method may hold fewer, or extra modules of its own)."""
-        return shared_params(model)
+    @property
+    def timeout(self) -> float:
+        return self.cfg.backend.round_timeout
 
-    def prepare_round0(self, grid: Grid, rec: RoundRecord, timeout: float) -> None:
-        """Extra exchange before round 0's evaluation (its bytes count in round 0)."""
-
-    def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:
-        """What every training reply must hold: by default every global tensor in full."""
-        return {name: TensorSpec(tuple(arr.shape)) for name, arr in global_arrays.items()}
-
-    def sync_every_round(self) -> bool:
-        """Whether every client must receive each new global model, evaluated or not."""
-        return False
-
-    def aggregate_sums(self, total: WeightedSum, previous: dict[str, np.ndarray]
-                       ) -> dict[str, np.ndarray]:
-        """The new global arrays from the accepted uploads' weighted sum."""
-        return total.mean(previous)
-
-    # ---- the round loop -------------------------------------------------------------------
     def set_initial(self, model: nn.Module) -> None:
-        self.global_arrays = self.initial_global(model)
+        self.global_arrays = self.server.initial_global(model)
 
     def server_state(self, server_round: int) -> ServerState:
         """What the server holds after this round, for a checkpoint: the model version and
@@ -138,18 +117,18 @@ class PflStrategy:
 
     def play_round(self, grid: Grid, server_round: int) -> RoundRecord:
         """One round: (round 0: prepare; else: sample, train, aggregate), then evaluate."""
-        timeout = self.cfg.backend.round_timeout
         start = time.perf_counter()
         rec = RoundRecord(round=server_round, model_version=self.version)
         self.roster.refresh(grid, server_round)
         if server_round == 0:
-            self.prepare_round0(grid, rec, timeout)
+            self.global_arrays = {**self.global_arrays,
+                                  **self.server.prepare_round0(self, grid, rec)}
         else:
-            replies = exchange(grid, self.configure_train(server_round, rec), timeout)
+            replies = exchange(grid, self.configure_train(server_round, rec), self.timeout)
             self.aggregate_train(server_round, replies, rec)
             if self.evaluate_targets(server_round):
                 self.roster.refresh(grid, server_round)
-        replies = exchange(grid, self.configure_evaluate(server_round), timeout)
+        replies = exchange(grid, self.configure_evaluate(server_round), self.timeout)
         self.aggregate_evaluate(server_round, replies, rec)
         rec.model_version = self.version
         rec.seconds = time.perf_counter() - start
@@ -173,7 +152,7 @@ class PflStrategy:
                 **config})})
             if spec is not None:
                 content[keys.UPLOAD_SPEC] = spec_record(spec)
-            out.append(Message(content=content, dst_node_id=node, message_type=kind))
+            out.append(self.new_message(content, node, kind))
         return out
 
     def sample(self, server_round: int) -> list[int]:
@@ -189,7 +168,7 @@ class PflStrategy:
         as a missing reply."""
         rec.sampled = self.sample(server_round)
         return self.messages(rec.sampled, MessageType.TRAIN, server_round,
-                             spec=self.upload_spec(self.global_arrays))
+                             spec=self.server.upload_spec(self.global_arrays))
 
     def collect(self, server_round: int, replies: Iterable[Message], spec: UploadSpec,
                 expected: Iterable[int], rec: RoundRecord) -> Collected:
@@ -205,11 +184,11 @@ class PflStrategy:
                 log.warning("round %d: reply error: %s", server_round, msg.error.reason)
                 continue
             content = msg.content
-            _count_failures(server_round, content, rec)
-            clients = _client_records(content)
+            count_failures(server_round, content, rec)
+            clients = client_records(content)
             if keys.SUM_NUM in content.array_records:  # an executor's sum over its cohort
                 try:
-                    part = _sum_of(content, spec)
+                    part = sum_of(content, spec)
                 except (ReplyError, ValueError) as exc:
                     log.warning("round %d: rejected an executor's sum: %s", server_round, exc)
                     continue
@@ -227,13 +206,7 @@ class PflStrategy:
                 (pid, metrics), = clients.items()
                 if pid not in expected:
                     raise ReplyError(f"partition {pid} was not asked")
-                weight = float(metrics[keys.NUM_EXAMPLES])
-                if not weight > 0:
-                    raise ReplyError(f"num-examples {weight}")
-                loss = float(metrics.get(keys.TRAIN_LOSS, float("nan")))
-                if not np.isfinite(loss):
-                    raise ReplyError(f"train loss {loss}")
-                contribution = decode(content, spec, weight)
+                contribution = accept(content, spec, metrics)
             except (KeyError, ReplyError, TypeError, ValueError) as exc:
                 log.warning("round %d: rejected a reply: %s", server_round, exc)
                 continue
@@ -249,10 +222,11 @@ class PflStrategy:
         """Aggregate the accepted training replies into a new global model version; False
         when no reply was accepted (the model and its version stay)."""
         previous = self.global_arrays
-        got = self.collect(server_round, replies, self.upload_spec(previous), rec.sampled, rec)
+        got = self.collect(server_round, replies, self.server.upload_spec(previous), rec.sampled,
+                           rec)
         if not got.clients:
             return False
-        self.global_arrays = self.aggregate_sums(got.total, previous)
+        self.global_arrays = self.server.aggregate_sums(got.total, previous)
         self.version += 1
         accepted = [m for _, m in got.ordered()]
         rec.trained = len(accepted)
@@ -287,7 +261,7 @@ class PflStrategy:
     def evaluate_targets(self, server_round: int) -> list[int]:
         """Partition ids sent an evaluate message: the evaluated ones, and every client where
         the method must sync each new model (`evaluate` in the message says which is which)."""
-        if self.sync_every_round():
+        if self.server.sync_every_round():
             return self.roster.partitions
         return self.evaluated(server_round)
 
@@ -306,8 +280,8 @@ class PflStrategy:
             if msg.has_error():
                 log.warning("round %d: evaluate reply error: %s", server_round, msg.error.reason)
                 continue
-            _count_failures(server_round, msg.content, rec)
-            for pid, m in _client_records(msg.content).items():
+            count_failures(server_round, msg.content, rec)
+            for pid, m in client_records(msg.content).items():
                 try:
                     if int(m[keys.EVALUATED]):
                         rec.clients.append(client_eval(pid, m))
@@ -318,76 +292,3 @@ class PflStrategy:
         if server_round == 0:
             rec.failures += self.cfg.num_clients - len(self.roster.partitions)
         rec.clients.sort(key=lambda c: c.partition_id)
-
-
-def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
-    """Send the messages and collect their replies; RunError where a reply says the run
-    cannot go on (a damaged client state file, the run's data), before any reply is used."""
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    for msg in replies:
-        if not msg.has_error() and keys.RUN_ERROR in msg.content.config_records:
-            raise RunError(str(msg.content.config_records[keys.RUN_ERROR][keys.REASON]))
-    return replies
-
-
-def cohorts(messages: Iterable[Message]) -> list[int]:
-    """Every partition id the messages are for."""
-    return sorted(int(p) for m in messages for p in m.content[keys.CONFIG][keys.COHORT])
-
-
-def _client_records(content: RecordDict) -> dict[int, dict]:
-    """Partition id -> metrics, from a reply's per-client records."""
-    out = {}
-    for name, record in content.metric_records.items():
-        if name.startswith(keys.CLIENT_PREFIX):
-            out[int(name[len(keys.CLIENT_PREFIX):])] = dict(record)
-    return out
-
-
-def _count_failures(server_round: int, content: RecordDict, rec: RoundRecord) -> None:
-    """Log each client a reply reports failed, and count the bytes its upload held."""
-    for name, record in content.config_records.items():
-        if name.startswith(keys.FAILED_PREFIX):
-            rec.upload_bytes += int(record.get(keys.UPLOAD_BYTES, 0))
-            log.warning("round %d: client %s: %s", server_round, name[len(keys.FAILED_PREFIX):],
-                        record.get(keys.REASON, "failed"))
-
-
-def _sum_of(content: RecordDict, spec: UploadSpec) -> WeightedSum:
-    """An executor's weighted sum, checked against the declaration's tensors and shapes."""
-    num, den = content.array_records[keys.SUM_NUM], content.array_records.get(keys.SUM_DEN)
-    if den is None or set(num) != set(den):
-        raise ReplyError("a sum without the weights of each tensor")
-    if num and set(num) != set(spec):
-        raise ReplyError(f"summed tensors {sorted(set(num) ^ set(spec))} differ from the "
-                         "declaration")
-    items = []
-    for name in num:
-        n, d = num[name].numpy(), den[name].numpy()
-        if tuple(n.shape) != spec[name].shape:
-            raise ReplyError(f"{name}: summed shape {n.shape}, declared {spec[name].shape}")
-        if not (np.all(np.isfinite(n)) and np.all(np.isfinite(d)) and np.all(d >= 0)):
-            raise ReplyError(f"{name}: a sum with NaN, Inf or negative weights")
-        items.append((name, n, d))
-    return WeightedSum.from_items(items)
-
-
-_CORE = {keys.PARTITION_ID, keys.CORRECT, keys.NUM_TEST, keys.AUC, keys.TEST_LOSS,
-         keys.EVALUATED, keys.ACCURACY}
-
-
-def client_eval(pid: int, m: dict) -> ClientEval:
-    """A client's evaluate reply as a ClientEval (ValueError for impossible counts)."""
-    num = int(m[keys.NUM_TEST])
-    correct = int(m[keys.CORRECT])
-    if num <= 0 or not 0 <= correct <= num:
-        raise ValueError(f"client {pid}: {correct} correct of {num}")
-    return ClientEval(
-        partition_id=pid, correct=correct, num_test=num, auc=float(m[keys.AUC]),
-        loss=float(m[keys.TEST_LOSS]),
-        extra={k: float(v) for k, v in m.items() if k not in _CORE},
-    )
-
-
-def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})

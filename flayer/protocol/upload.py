@@ -123,10 +123,3 @@ def decode(content: RecordDict, spec: UploadSpec, weight: float) -> Contribution
             raise ReplyError(f"{name}: NaN or Inf values")
         arrays[name] = value
     return Contribution(weight=weight, arrays=arrays, masks=bools)
-
-
-def checked(upload: Upload, spec: UploadSpec, weight: float) -> tuple[Contribution, int]:
-    """What the server would accept from this upload (ReplyError otherwise), and the bytes
-    the client's own reply would have held."""
-    content = RecordDict(encode(upload))
-    return decode(content, spec, weight), reply_nbytes(content)

@@ -1,7 +1,10 @@
-"""A run folder, opened in one place for the simulation and the deployment paths: refuse a
-folder that holds results (unless the run continues it), write the resolved config and the
-overrides it was composed from, record every round, and say so when a run stops before its
-last round (after its partial results are written).
+"""A run folder, opened in one place for the simulation and the deployment paths.
+
+`plan_run` decides, before anything is written, what a command does in its folder: a new run
+(refused where the folder holds results), or the continuation of the run there (`resume`),
+with every setting checked. `run_plan` then does it: the client state and the checkpoint to
+start from, the resolved config and the overrides it was composed from, every round recorded,
+and a stop before the last round said so (after the partial results are written).
 
 Continuing a run (`resume`): the run's config is composed again from its saved overrides plus
 the new ones, and must equal the saved config but for the keys a continuation may change
@@ -21,12 +24,14 @@ import yaml
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from flayer.config.schema import Config
+from flayer.config.compose import compose_dict
+from flayer.config.schema import Config, to_config
 from flayer.protocol.catalog import METHODS
 from flayer.results.record import RoundRecord
 from flayer.results.recorder import RESULT_FILES, RunRecorder
 from flayer.run.stops import held_signals
-from flayer.state.checkpoint import REFUSED, Checkpoints
+from flayer.state.checkpoint import REFUSED, Checkpointing, Checkpoints
+from flayer.state.store import ClientStore
 from flayer.util.errors import ConfigError, DamagedFile, reading
 
 CONFIG_FILE = "config.yaml"
@@ -249,3 +254,72 @@ def _says_complete(file: Path) -> bool:
         return bool(json.loads(file.read_text(encoding="utf-8")).get("complete"))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+@dataclass
+class RunPlan:
+    """What a command does in its run folder, decided before anything is written: a new run,
+    or the continuation of the run there from its checkpoint (None: no round finished, round
+    0 again), or nothing where that run is complete."""
+
+    run_dir: Path
+    dcfg: DictConfig
+    cfg: Config
+    overrides: list[str]
+    continued: bool = False
+    checkpoint: Path | None = None
+    complete: bool = False
+
+
+def plan_run(dcfg: DictConfig, run_dir: Path, overrides: Sequence[str],
+             check: Callable[[Config], None], fallback: bool = True) -> RunPlan:
+    """Everything that can fail on bad input, before anything is written: the folder (the one
+    `resume=FOLDER` names, else `run_dir`), a continuation's saved settings, checkpoint and
+    rows (`open_continuation`; `fallback` as there), and the settings (`check`; a complete
+    run is not checked again). ConfigError or DamagedFile otherwise."""
+    if dcfg.resume not in (None, "auto"):
+        run_dir = Path(str(dcfg.resume)).expanduser()
+    going_on = None
+    if dcfg.resume is not None:
+        going_on = open_continuation(run_dir, str(dcfg.resume), overrides, compose_dict,
+                                     fallback)
+    if going_on is None:
+        cfg = to_config(dcfg)
+        check(cfg)
+        check_free(run_dir)
+        return RunPlan(run_dir, dcfg, cfg, list(overrides))
+    cfg = to_config(going_on.dcfg)
+    if not going_on.complete:
+        check(cfg)
+    return RunPlan(run_dir, going_on.dcfg, cfg, going_on.overrides, continued=True,
+                   checkpoint=going_on.checkpoint, complete=going_on.complete)
+
+
+Engine = Callable[[RoundSink, Checkpointing], None]
+
+
+def saved_summary(run_dir: Path) -> dict[str, Any]:
+    """A complete run's summary, as it was written."""
+    return json.loads((run_dir / SUMMARY_FILE).read_text())
+
+
+def run_plan(plan: RunPlan, engine: Engine, store: ClientStore | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run the plan's rounds with `engine` into its folder and return the summary. With a
+    client state store (simulation), the clients start from the checkpoint's state, or from
+    none in round 0; without one (deployment) the nodes keep their own."""
+    cfg = plan.cfg
+    resume_from = Checkpoints.load(plan.checkpoint) if plan.checkpoint is not None else None
+    if store is not None:
+        if plan.checkpoint is not None:
+            Checkpoints.restore_clients(plan.checkpoint, store)
+        else:
+            store.clear()  # a run from round 0: no state left by an earlier attempt
+    if resume_from is not None:
+        log.info("continuing %s after round %d", plan.run_dir, resume_from.round)
+    checkpointing = Checkpointing(Checkpoints(plan.run_dir, cfg.checkpoint_keep),
+                                  cfg.checkpoint_every, cfg.num_rounds, store, resume_from)
+    return record_run(plan.run_dir, plan.dcfg, cfg,
+                      lambda on_round: engine(on_round, checkpointing),
+                      progress=progress, overrides=plan.overrides,
+                      resume_round=checkpointing.start_round() - 1 if plan.continued else None)

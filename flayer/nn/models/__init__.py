@@ -1,17 +1,28 @@
-"""Model registry: `MODELS.get(name)(spec)` builds a fresh model for a dataset's DataSpec."""
+"""Model registry: `MODELS.get(name)(spec)` builds a fresh model for a dataset's DataSpec;
+`build_model` the run's seeded initial model."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
+from flayer.config.schema import Config
 from flayer.data.source import DataSpec
 from flayer.util.errors import ConfigError
 from flayer.util.registry import Registry, import_modules
+from flayer.util.seeding import derive_seed
 
 ModelBuilder = Callable[[DataSpec], nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
+
+
+def build_model(cfg: Config, spec: DataSpec) -> nn.Module:
+    """The run's initial model; identical on the server and on every client."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "model-init"))
+        return MODELS.get(cfg.model.name)(spec)
 
 
 def require_images(spec: DataSpec, model: str) -> None:
