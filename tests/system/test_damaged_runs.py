@@ -21,8 +21,8 @@ from flayer.run.experiment import run
 from flayer.state.checkpoint import CLIENTS, LATEST, MANIFEST, SERVER, Checkpoints
 from flayer.util.errors import ConfigError, DamagedFile, RunError
 from tests.helpers import small_data_tuning, write_fake_fmnist
-from tests.test_damaged_files import cut, garbage, text
-from tests.test_resume import same_results
+from tests.system.test_resume import same_results
+from tests.unit.test_damaged_files import cut, garbage, text
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ def test_the_shipped_app_holds_code_and_config_but_no_outputs_or_caches():
 
 
 def test_the_readme_shows_what_the_deployment_tests_run():
-    from tests.test_deploy import README_CERTS
+    from tests.system.test_deploy import README_CERTS
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Run on several machines"):]

@@ -15,7 +15,7 @@ from flayer.protocol import keys
 from tests.helpers import FMNIST_SPEC, make_config, server_for
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local
-from tests.test_fedper import make_model
+from tests.methods.test_fedper import make_model
 
 
 def make_client(kind: str = "cnn", *overrides: str) -> FedRepClient:

@@ -59,7 +59,7 @@ def test_the_store_holds_what_each_method_keeps(small, tmp_path, method, kept):
 def test_a_client_whose_work_fails_is_a_failure_of_its_own(small, tmp_path):
     """A client's computation failing (here: a personal head of the wrong shape, which its
     method cannot load) is that client's failure; the run goes on. A state file that cannot
-    be read at all is the run's storage failing instead (tests/test_damaged_runs.py)."""
+    be read at all is the run's storage failing instead (tests/system/test_damaged_runs.py)."""
     cfg = small("strategy=fedper", "num_clients=4", "num_rounds=2")
 
     def break_client_2(rec, grid):

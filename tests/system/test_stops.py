@@ -117,7 +117,7 @@ def test_a_sweep_continued_with_auto_skips_finished_jobs(tmp_path, base):
 # seconds after the run's executor actor is up (round 0 under way), "rowK+S" S seconds after
 # round K's row is written ("rowK+0": at once, while round K's checkpoint is written); what
 # comes then is a signal, or the executor's actor killed (as the kernel's OOM killer would).
-# An executor that never answers is tests/test_sim_grid.py's (it takes backend.round_timeout).
+# An executor that never answers is tests/unit/test_sim_grid.py's (it takes backend.round_timeout).
 MOMENTS = [("config+0", signal.SIGTERM), ("ray+0", signal.SIGINT), ("ray+2", signal.SIGTERM),
            ("row0+0", signal.SIGINT), ("row0+1", signal.SIGTERM), ("row1+0", signal.SIGTERM),
            ("row1+0.5", "kill"), ("row1+2", signal.SIGINT), ("row2+0", signal.SIGINT),

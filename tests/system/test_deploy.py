@@ -20,7 +20,7 @@ from flayer.state.personal import state_hash
 from flayer.state.store import NodeStates, run_key
 from tests import hubdata
 from tests.helpers import ROOT, make_config, small_data_tuning, write_fake_fmnist
-from tests.test_node_data import write_pfllib_client
+from tests.system.test_node_data import write_pfllib_client
 
 pytestmark = pytest.mark.slow
 

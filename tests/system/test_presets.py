@@ -13,7 +13,7 @@ from tests.helpers import CONF, make_config, write_fake_fmnist
 from tests.localgrid import run_local
 
 ALL_PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-TRIALS = ["smoke"]  # quick trials, not the paper's setups: tests/test_fraction.py
+TRIALS = ["smoke"]  # quick trials, not the paper's setups: tests/unit/test_fraction.py
 PRESETS = [p for p in ALL_PRESETS if p not in TRIALS]
 
 # FLAYER.md, "Default setups": (dataset, model, rounds, lr, P)
