@@ -13,6 +13,13 @@ def pytest_addoption(parser):
                      help="also run the slow tests (real simulations)")
 
 
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several test processes on the cores
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--run-slow"):
         return

@@ -62,13 +62,13 @@ def same_results(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("method", METHODS.names())
 def test_stopped_and_resumed_equals_uninterrupted(tmp_path, overrides, method):
-    args = overrides(f"strategy={method}", "num_rounds=5")
+    args = overrides(f"strategy={method}", "num_rounds=3")
     start(tmp_path / "straight", args)
     with pytest.raises(Stopped):
-        start(tmp_path / "stopped", args, stop_after=3)
-    assert len(table(tmp_path / "stopped", "metrics.csv")) == 4  # rounds 0-3 written
-    # round 3's checkpoint was never written: the run continues after round 2, redoing 3
-    assert Checkpoints(tmp_path / "stopped").latest().name == "round-000002"
+        start(tmp_path / "stopped", args, stop_after=2)
+    assert len(table(tmp_path / "stopped", "metrics.csv")) == 3  # rounds 0-2 written
+    # round 2's checkpoint was never written: the run continues after round 1, redoing 2
+    assert Checkpoints(tmp_path / "stopped").latest().name == "round-000001"
     resume = [f"resume={tmp_path / 'stopped'}", "progress=false"]
     run(compose_dict(resume), tmp_path / "stopped", resume, engine=inprocess.engine)
     same_results(tmp_path / "straight", tmp_path / "stopped")
