@@ -37,7 +37,7 @@ Settings (conf/strategy/apfl.yaml):
          mixed model is v, trained as a local model at the full rate, and alpha leaves 1 only
          where moving toward the global model lowers the client's own loss. On the
          default set-up it stayed 1 for every client in the round measured, and APFL gave
-         Local's numbers (README, Results).
+         Local's numbers (docs/results.md).
 Alpha's learning rate is the run's learning rate (the paper's one step size; PFLlib's).
 
 Where PFLlib departs from the paper (the paper is followed here):

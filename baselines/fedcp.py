@@ -33,7 +33,7 @@ the context is derived from the personal head from the start (the paper's defini
 Settings (conf/strategy/fedcp.yaml):
   lam  lambda, weight of the MMD term; default 1. The authors' run script uses 5 (`-lam 5`);
        on the default setup (Fashion-MNIST Dir(0.1), 20 rounds) 5 reaches 94.6% and 1 learns
-       faster from the first round on (README, "Results")
+       faster from the first round on (docs/results.md)
   tau  Gumbel-softmax temperature; default 1 (the reference code's value)
 The CPN's width is the feature width (fixed, as in the paper).
 """

@@ -26,7 +26,7 @@ Settings (conf/strategy/feddbe.yaml):
   kappa     weight of the mean regularizer (PFLlib `kl_weight`, whose command-line default 0
             disables it); default 50, the value of the authors' DBE run script (`-klw 50`,
             Fashion-MNIST Dir(0.1), 4-layer CNN, the default setup here); no value is stated
-            in the paper or PFLlib. README, Results: the settings tried on the default setup.
+            in the paper or PFLlib. docs/results.md: the settings tried on the default setup.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ bytes are therefore those of the body only.
 
 Settings (conf/strategy/fedper.yaml):
   personal_layers  how many top layers stay on the client (the paper's K_P), default 1: only
-                   the head (the classifier), as in BASELINES.md and PFLlib. Must leave at
+                   the head (the classifier), as in PFLlib. Must leave at
                    least one layer to share.
 """
 

@@ -12,7 +12,7 @@ uploaded) still update in both phases, as in PFLlib. The reported train loss is 
 phase's (the E local epochs, as for every method); the head phase's is the `head-loss` metric.
 
 Settings (conf/strategy/fedrep.yaml):
-  head_epochs      epochs of the head phase, default 1 (BASELINES.md, PFLlib's
+  head_epochs      epochs of the head phase, default 1 (PFLlib's
                    `plocal_epochs`); the FedRep paper uses 10.
   personal_layers  how many top layers form the personal head, default 1 (the classifier),
                    as in the paper; see FedPer.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh machine: a virtual environment with flayer installed, and the
-# Fashion-MNIST data. Safe to run again: it only does what is missing.
+# One-time set-up on a fresh machine: a virtual environment with flayer installed (with the test
+# and documentation tools), and the Fashion-MNIST data. Safe to run again: it only does what is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch and torchvision first, pinned, so pip never pulls a newer build than the project uses
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,docs]"
 
 FMNIST=/usr/share/datasets/fashion-mnist
 CACHED=${HOME}/.cache/flayer/fashion-mnist

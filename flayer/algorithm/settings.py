@@ -5,7 +5,7 @@ Settings (conf/strategy/flayer.yaml; null = the reference value for the run's mo
   local_init        layer-wise local initialization; off = plain copy of the global model
   adaptive_lr       per-layer adaptive learning rates; off = one rate eta for every layer
   masked_upload     layer-wise selective upload; off = upload every tensor in full
-  reference_quirks  reproduce the reference code's evident bugs (FLAYER.md): its starting
+  reference_quirks  reproduce the reference code's evident bugs (flayer.algorithm): its starting
                     rate groups and withholding whole 1x1 convolutions
   sync              eager | lazy: eager (the reference) initializes every client from each new
                     global model; lazy only the clients that train or are evaluated, each

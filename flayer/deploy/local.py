@@ -1,6 +1,6 @@
 """A real deployment on one machine: a SuperLink and N SuperNodes on loopback, and `flwr run`
-with its own Flower home, exactly as on separate hosts (see the README, "Run on several
-machines"). Every process it starts is stopped on close, also after an error or Ctrl-C.
+with its own Flower home, exactly as on separate hosts (see docs/deployment.md).
+Every process it starts is stopped on close, also after an error or Ctrl-C.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Certificates for TLS and keys for SuperNode authentication, made with the same openssl and
-ssh-keygen commands the README shows for real machines.
+ssh-keygen commands docs/deployment.md shows for real machines.
 
 TLS: a private CA signs the SuperLink's certificate, whose subjectAltName must hold every
 address the SuperLink is reached at (SuperNodes and `flwr` use its public address; its own
@@ -78,7 +78,7 @@ def make_tls(folder: Path, hosts: Sequence[str] = ()) -> TlsFiles:
     return TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
 
 
-TLS_FIX = ("make new ones with the openssl commands in the README (Run on several machines), "
+TLS_FIX = ("make new ones with the openssl commands of docs/deployment.md, "
            "or leave --tls-dir out to have them made")
 
 

@@ -31,6 +31,8 @@ METHODS: Registry[Method] = Registry("method")
 
 def register_method(name: str, settings: type[MethodSettings], client: type[ClientMethod],
                     server: type[MethodServer] = MethodServer) -> Method:
+    """Makes a method choosable as `strategy=<name>`: its module calls this once, when
+    flayer.protocol.catalog imports it. FedAvg's server side unless it brings its own."""
     method = Method(name=name, settings=settings, client=client, server=server)
     METHODS.register(name)(method)
     return method

@@ -244,3 +244,7 @@ def test_mixed_loss_gives_v_alpha_times_the_mixed_gradient():
             p.copy_(model.mixed_params()[n])
     F.cross_entropy(mixed(x), y).backward()
     torch.testing.assert_close(model.v.fc.weight.grad, 0.3 * mixed.fc.weight.grad)
+
+
+# What strategy=apfl refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"apfl": ["strategy.alpha=-0.1", "strategy.alpha=1.5", "strategy.alpha=nan"]}

@@ -163,3 +163,10 @@ def test_default_settings_are_pfllibs_and_pass_their_check():
     assert (st.eta_w, st.rand_percent, st.P, st.threshold, st.num_pre_loss) == (
         1.0, 80, 2, 0.1, 10)
     st.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
+
+
+# What strategy=fedala refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"fedala": ["strategy.eta_w=0", "strategy.eta_w=-1", "strategy.rand_percent=0",
+                           "strategy.rand_percent=101", "strategy.P=0", "strategy.P=9",
+                           "strategy.threshold=0", "strategy.num_pre_loss=1",
+                           "strategy.max_start_passes=0"]}

@@ -222,3 +222,7 @@ def test_defaults_pass_the_check():
     assert cfg.strategy.fine_tuning_epochs == FedBABUSettings().fine_tuning_epochs == 10
     assert cfg.strategy.summary_fields() == {"fine_tuning_epochs": 10}
     cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
+
+
+# What strategy=fedbabu refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"fedbabu": ["strategy.fine_tuning_epochs=-1"]}

@@ -197,3 +197,7 @@ def test_strategy_averages_the_uploaded_heads_sample_weighted():
 def test_defaults():
     st = FedCPSettings()
     assert (st.lam, st.tau) == (1.0, 1.0)
+
+
+# What strategy=fedcp refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"fedcp": ["strategy.lam=-1", "strategy.tau=0"]}

@@ -220,3 +220,7 @@ def test_global_mean_is_never_uploaded_and_survives_aggregation(strategy):
 def test_defaults():
     st = FedDBESettings()
     assert (st.momentum, st.kappa) == (0.1, 50.0)
+
+
+# What strategy=feddbe refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"feddbe": ["strategy.momentum=0", "strategy.momentum=1.5", "strategy.kappa=-1"]}

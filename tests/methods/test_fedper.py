@@ -174,3 +174,8 @@ def test_allowed_personal_layers_pass_the_check():
     for value in (1, 3):
         cfg = make_config("strategy=fedper", f"strategy.personal_layers={value}")
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
+
+
+# What strategy=fedper refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"fedper": ["strategy.personal_layers=0", "strategy.personal_layers=-1",
+                           "strategy.personal_layers=4"]}

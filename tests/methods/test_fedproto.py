@@ -276,3 +276,7 @@ def test_bad_settings_are_refused():
 
 def test_defaults():
     assert FedProtoSettings().lamda == 1.0
+
+
+# What strategy=fedproto refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"fedproto": ["strategy.lamda=-1", "strategy.lamda=inf"]}

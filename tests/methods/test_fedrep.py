@@ -130,3 +130,8 @@ def test_defaults_pass_the_check():
     cfg = make_config("strategy=fedrep")
     assert cfg.strategy.head_epochs == 1 and cfg.strategy.personal_layers == 1
     cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
+
+
+# What strategy=fedrep refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"fedrep": ["strategy.head_epochs=0", "strategy.head_epochs=-2",
+                           "strategy.personal_layers=0", "strategy.personal_layers=4"]}

@@ -250,3 +250,9 @@ def test_full_uploads_reduce_to_sample_weighted_fedavg():
     a = Contribution(weight=1.0, arrays={"w": np.array([1.0, 1.0], dtype=np.float32)})
     b = Contribution(weight=3.0, arrays={"w": np.array([5.0, 9.0], dtype=np.float32)})
     np.testing.assert_allclose(aggregate([a, b], prev)["w"], [4.0, 7.0])
+
+
+# What strategy=flayer refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"flayer": ["strategy.accuracy_source=train", "strategy.val_fraction=0",
+                           "strategy.P=0", "strategy.P=9", "strategy.s=0", "strategy.c=-1",
+                           "strategy.head_rate=0"]}

@@ -374,3 +374,7 @@ def test_defaults():
     assert (st.lam, st.mu) == (0.01, 0.1)
     cfg = make_config("strategy=gpfl")
     cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
+
+
+# What strategy=gpfl refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"gpfl": ["strategy.lam=-1", "strategy.lam=inf", "strategy.mu=-0.1"]}

@@ -159,3 +159,8 @@ def test_defaults_pass_the_check():
     for value in (1, 3):
         cfg = make_config("strategy=lgfedavg", f"strategy.global_layers={value}")
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
+
+
+# What strategy=lgfedavg refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"lgfedavg": ["strategy.global_layers=0", "strategy.global_layers=4",
+                             "strategy.global_layers=-1"]}

@@ -169,3 +169,7 @@ def test_a_bad_beta_is_refused_by_name(value):
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
     assert err.value.setting == "strategy.beta"
     assert math.isnan(err.value.value) or err.value.value == float(value)
+
+
+# What strategy=perfedavg refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"perfedavg": ["strategy.beta=0", "strategy.beta=-1", "strategy.beta=inf"]}

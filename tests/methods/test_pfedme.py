@@ -209,3 +209,8 @@ def test_bad_settings_are_refused_naming_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
     assert err.value.setting == key
+
+
+# What strategy=pfedme refuses, each by its setting's name (tests/unit/test_settings.py)
+BAD_SETTINGS = {"pfedme": ["strategy.K=0", "strategy.p_learning_rate=0", "strategy.lamda=-1",
+                           "strategy.beta=0", "strategy.p_learning_rate=0.5"]}

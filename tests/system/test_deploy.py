@@ -157,8 +157,8 @@ def test_a_supernode_killed_during_round_2_is_counted_and_the_run_finishes(
     assert outcome.summary["total_failures"] == 2
 
 
-# The README's certificate commands ("Run on several machines"), as a user types them.
-README_CERTS = """
+# The certificate commands of docs/deployment.md, as a user types them.
+CERT_COMMANDS = """
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \\
   -keyout ca.key -out ca.crt -subj "/CN=flayer CA" \\
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
@@ -174,13 +174,13 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
 
 def test_tls_with_certificates_made_by_the_test_and_nodes_with_their_own_cifar10(
         common, tmp_path, cache_dir):
-    """The one-machine command with TLS from the README's openssl commands; each SuperNode
+    """The one-machine command with TLS from docs/deployment.md's openssl commands; each SuperNode
     brings its own CIFAR-10 data (a folder in the hub's save_to_disk format, PFLlib client
     files), the SuperLink none: no dataset.path, no hub (unreachable, nothing in the Hugging
     Face cache), so it builds the model from the dataset's fixed spec."""
     certs = tmp_path / "certs"
     certs.mkdir()
-    made = subprocess.run(["bash", "-euc", README_CERTS], cwd=certs, capture_output=True,
+    made = subprocess.run(["bash", "-euc", CERT_COMMANDS], cwd=certs, capture_output=True,
                           text=True, env={"SUPERLINK_IP": "127.0.0.2", "PATH": "/usr/bin:/bin"})
     assert made.returncode == 0, made.stderr
     own = hubdata.write_cifar10(tmp_path / "node-0-data", n_per_split=20)  # 40 images

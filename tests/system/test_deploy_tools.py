@@ -180,12 +180,11 @@ def test_the_shipped_app_holds_code_and_config_but_no_outputs_or_caches():
     assert not [n for n in names if n.startswith(("outputs/", "multirun/", ".cache/"))]
 
 
-def test_the_readme_shows_what_the_deployment_tests_run():
-    from tests.system.test_deploy import README_CERTS
+def test_the_deployment_page_shows_what_the_deployment_tests_run():
+    from tests.system.test_deploy import CERT_COMMANDS
 
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Run on several machines"):]
-    assert README_CERTS.strip() in section
+    section = (ROOT / "docs" / "deployment.md").read_text()
+    assert CERT_COMMANDS.strip() in section
     assert "python -m flayer.deploy local --nodes 3 strategy=flayer num_rounds=2" in section
     for flag in ("--auth", "--tls-dir", "--insecure", "--data-dir", "--output-dir"):
         assert f"`{flag}" in section

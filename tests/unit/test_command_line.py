@@ -50,7 +50,7 @@ def test_a_group_offers_its_yamls_and_nothing_else(hydra_conf):
 def test_every_method_is_registered_with_the_settings_its_schema_names():
     assert list(method_settings()) == METHODS.names()
     for name, settings in method_settings().items():
-        assert METHODS.get(name).config is settings and settings.name == name
+        assert METHODS.get(name).settings is settings and settings.name == name
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

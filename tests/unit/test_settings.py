@@ -1,43 +1,35 @@
 """Every method's settings: bad values are refused with the setting named, defaults pass,
 and methods that split features from the classifier refuse a model without a Linear head."""
 
+import importlib
+import pkgutil
 from dataclasses import fields
 
 import pytest
 from torch import nn
 
+import tests.methods
 from flayer.nn.layers import LayerMap
 from flayer.nn.models import build_model
 from flayer.protocol.catalog import METHODS
 from flayer.util.errors import ConfigError
 from tests.helpers import FMNIST_SPEC, make_config
 
-BAD = {
-    "flayer": ["strategy.accuracy_source=train", "strategy.val_fraction=0", "strategy.P=0",
-               "strategy.P=9", "strategy.s=0", "strategy.c=-1", "strategy.head_rate=0"],
-    "fedper": ["strategy.personal_layers=0", "strategy.personal_layers=-1",
-               "strategy.personal_layers=4"],
-    "fedrep": ["strategy.head_epochs=0", "strategy.head_epochs=-2",
-               "strategy.personal_layers=0", "strategy.personal_layers=4"],
-    "ditto": ["strategy.lam=-0.1", "strategy.lam=inf", "strategy.personal_epochs=0"],
-    "fedala": ["strategy.eta_w=0", "strategy.eta_w=-1", "strategy.rand_percent=0",
-               "strategy.rand_percent=101", "strategy.P=0", "strategy.P=9",
-               "strategy.threshold=0", "strategy.num_pre_loss=1",
-               "strategy.max_start_passes=0"],
-    "fedcp": ["strategy.lam=-1", "strategy.tau=0"],
-    "feddbe": ["strategy.momentum=0", "strategy.momentum=1.5", "strategy.kappa=-1"],
-    "fedprox": ["strategy.mu=-0.1", "strategy.mu=inf"],
-    "scaffold": ["strategy.server_lr=0", "strategy.server_lr=-1", "strategy.server_lr=inf"],
-    "lgfedavg": ["strategy.global_layers=0", "strategy.global_layers=4",
-                 "strategy.global_layers=-1"],
-    "fedbabu": ["strategy.fine_tuning_epochs=-1"],
-    "apfl": ["strategy.alpha=-0.1", "strategy.alpha=1.5", "strategy.alpha=nan"],
-    "perfedavg": ["strategy.beta=0", "strategy.beta=-1", "strategy.beta=inf"],
-    "pfedme": ["strategy.K=0", "strategy.p_learning_rate=0", "strategy.lamda=-1",
-               "strategy.beta=0", "strategy.p_learning_rate=0.5"],
-    "fedproto": ["strategy.lamda=-1", "strategy.lamda=inf"],
-    "gpfl": ["strategy.lam=-1", "strategy.lam=inf", "strategy.mu=-0.1"],
-}
+
+def declared_bad_settings() -> dict[str, list[str]]:
+    """Each method's bad settings, as its own tests declare them (`BAD_SETTINGS = {name:
+    [override, ...]}` in a module of tests/methods), so that a new method's test module is all
+    it adds."""
+    found: dict[str, list[str]] = {}
+    for module in pkgutil.iter_modules(tests.methods.__path__):
+        declared = getattr(importlib.import_module(f"tests.methods.{module.name}"),
+                           "BAD_SETTINGS", {})
+        for name, overrides in declared.items():
+            found.setdefault(name, []).extend(overrides)
+    return found
+
+
+BAD = declared_bad_settings()
 CASES = [(method, override) for method, overrides in BAD.items() for override in overrides]
 
 
@@ -60,7 +52,7 @@ def test_defaults_pass(method):
 
 def test_every_method_with_settings_has_bad_cases():
     with_settings = {name for name in METHODS.names()
-                     if {f.name for f in fields(METHODS.get(name).config)} - {"name"}}
+                     if {f.name for f in fields(METHODS.get(name).settings)} - {"name"}}
     assert set(BAD) == with_settings
 
 
