@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from flayer.results.record import RoundRecord
+from flayer.results.setup import run_title
 from flayer.run.stops import held_signals
 from flayer.util.atomic import write_atomic
 
@@ -154,11 +155,7 @@ class RunRecorder:
             write_atomic(self.run_dir / "summary.json", lambda f: f.write(text.encode()))
             from flayer.results.plots import plot_run
 
-            i = self.info
-            title = (f"{i.get('method')} · {i.get('dataset')} · {i.get('partition')}"
-                     f"({i.get('alpha')}) · {i.get('num_clients')} clients · seed "
-                     f"{i.get('seed')}")
-            plot_run(self.rows, self.run_dir / "accuracy.png", title)
+            plot_run(self.rows, self.run_dir / "accuracy.png", run_title(self.info))
         return summary
 
 
