@@ -206,6 +206,21 @@ def _keep_clients(file: Path, last_round: int) -> list[str] | None:
     return columns
 
 
+def accuracy_text(summary: dict[str, Any]) -> str:
+    """A summary's accuracies as every command prints them: 4 decimals, "-" for a run with
+    no evaluated round."""
+    def acc(key: str) -> str:
+        value = summary.get(key)
+        return "-" if value is None else f"{value:.4f}"
+
+    def round_of(key: str) -> str:
+        value = summary.get(key)
+        return "-" if value is None else str(value)
+
+    return (f"best accuracy {acc('best_accuracy')} (round {round_of('best_round')}), "
+            f"final {acc('final_accuracy')} (round {round_of('final_round')})")
+
+
 def summarize(rows: list[dict[str, Any]], info: dict[str, Any], wall: float) -> dict[str, Any]:
     evaluated = [r for r in rows if r["accuracy"] != ""]
     best = max(evaluated, key=lambda r: r["accuracy"], default=None)

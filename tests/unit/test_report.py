@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from flayer.results.record import ClientEval, RoundRecord
-from flayer.results.recorder import RunRecorder, round_metrics, summarize
+from flayer.results.recorder import RunRecorder, accuracy_text, round_metrics, summarize
 from flayer.results.report import main
 from flayer.results.runs import find_runs
 from flayer.results.tables import GROUP_COLUMNS
@@ -290,3 +290,11 @@ def test_summary_best_and_final():
     assert (s["best_accuracy"], s["best_round"]) == (0.9, 1)
     assert (s["final_accuracy"], s["final_round"]) == (0.8, 2)
     assert s["total_upload_bytes"] == 20 and s["complete"]
+
+
+def test_commands_print_accuracies_with_four_decimals():
+    s = summarize([{"round": 0, "accuracy": 0.912345, "accuracy_mean": 0.9, "accuracy_std": 0,
+                    "auc": 0.9, "upload_bytes": 0, "failures": 0}], {"num_rounds": 0}, 1.0)
+    assert accuracy_text(s) == "best accuracy 0.9123 (round 0), final 0.9123 (round 0)"
+    never = summarize([{"round": 0, "accuracy": "", "upload_bytes": 0, "failures": 0}], {}, 1.0)
+    assert accuracy_text(never) == "best accuracy - (round -), final - (round -)"
