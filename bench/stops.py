@@ -31,9 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flayer.deploy.processes import members  # noqa: E402
+from flayer.util.commands import run_command  # noqa: E402
 
 DEFAULT_RUN = ["num_clients=6", "num_rounds=4"]
-RESUME_LINE = "continue with: python run.py resume="
+# the stop line of a run started as `trial` starts it (this interpreter, in ROOT)
+RESUME_LINE = f"continue with: {run_command('resume=', cwd=ROOT)}"
 ACTOR = b"ray::ClientAppActor"
 
 

@@ -129,7 +129,6 @@ def run_deployed(grid: Grid, context: Context, new_message: NewMessage = flower_
     run_plan(todo, lambda on_round, checkpointing: run_server(
         grid, todo.cfg, on_round, checkpointing=checkpointing, new_message=new_message),
         progress=False)
-    log.info("results in %s", run_dir)
     return run_dir
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from flayer.data.sources.fmnist import FILES
+from flayer.util.commands import module_command
 
 HUB_ID = "zalando-datasets/fashion_mnist"
 
@@ -47,7 +48,8 @@ def fetch(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=module_command("flayer.data.fetch_fmnist"),
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, nargs="?", help="folder for the four IDX files",
                         default=Path("~/.cache/flayer/fashion-mnist"))
     args = parser.parse_args(argv)

@@ -17,13 +17,15 @@ from types import FrameType
 
 from flayer.deploy.local import DeployError, LocalDeployment
 from flayer.deploy.security import TlsFiles, check_tls, make_tls
+from flayer.results.recorder import accuracy_text
+from flayer.util.commands import module_command
 from flayer.util.errors import ConfigError, DataError
 
 log = logging.getLogger("flayer.deploy")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flayer.deploy",
+    p = argparse.ArgumentParser(prog=module_command("flayer.deploy"),
                                 description="Flower deployment of flayer experiments")
     sub = p.add_subparsers(dest="command", required=True)
     local = sub.add_parser("local", help="a SuperLink and N SuperNodes on this machine, then "
@@ -119,9 +121,7 @@ def run_local(args: argparse.Namespace) -> int:
         outcome = deployment.run(shlex.join(overrides), output, timeout=args.timeout)
     s = outcome.summary
     print(f"results: {outcome.run_dir}")
-    print(f"best accuracy {s.get('best_accuracy')} (round {s.get('best_round')}), final "
-          f"{s.get('final_accuracy')} (round {s.get('final_round')}), failures "
-          f"{s.get('total_failures')}")
+    print(f"{accuracy_text(s)}, failures {s.get('total_failures')}")
     return 0 if s.get("complete") else 1
 
 

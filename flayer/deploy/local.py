@@ -21,6 +21,7 @@ from pathlib import Path
 from flayer.deploy.processes import ProcessSet, Started
 from flayer.deploy.security import NodeKey, TlsFiles, make_node_key, make_tls
 from flayer.protocol import keys
+from flayer.util.commands import python_command
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def flower_bin(name: str) -> str:
     found = str(here) if here.exists() else shutil.which(name)
     if found is None:
         raise DeployError(f"{name} not found next to {sys.executable} or on PATH; "
-                          "install flayer (pip install -e .)")
+                          f"install flayer ({python_command('-m', 'pip', 'install', '-e', '.')})")
     return found
 
 
@@ -103,7 +104,8 @@ class LocalDeployment:
             raise DeployError(f"{len(data_dirs)} data folders for {num_nodes} SuperNodes")
         if not (project / "pyproject.toml").is_file():
             raise DeployError(f"no pyproject.toml in {project}: `flwr run` ships the app from "
-                              "a source checkout; install flayer with pip install -e .")
+                              "a source checkout; install flayer with "
+                              f"{python_command('-m', 'pip', 'install', '-e', '.')}")
         self.work_dir = work_dir.expanduser().resolve()
         self.num_nodes = num_nodes
         self.insecure = insecure

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from flayer.results.record import RoundRecord
+from flayer.results.setup import run_title
 from flayer.run.stops import held_signals
 from flayer.util.atomic import write_atomic
 
@@ -154,11 +155,7 @@ class RunRecorder:
             write_atomic(self.run_dir / "summary.json", lambda f: f.write(text.encode()))
             from flayer.results.plots import plot_run
 
-            i = self.info
-            title = (f"{i.get('method')} · {i.get('dataset')} · {i.get('partition')}"
-                     f"({i.get('alpha')}) · {i.get('num_clients')} clients · seed "
-                     f"{i.get('seed')}")
-            plot_run(self.rows, self.run_dir / "accuracy.png", title)
+            plot_run(self.rows, self.run_dir / "accuracy.png", run_title(self.info))
         return summary
 
 
@@ -207,6 +204,21 @@ def _keep_clients(file: Path, last_round: int) -> list[str] | None:
     writer.writerows(rows)
     file.write_text(out.getvalue())
     return columns
+
+
+def accuracy_text(summary: dict[str, Any]) -> str:
+    """A summary's accuracies as every command prints them: 4 decimals, "-" for a run with
+    no evaluated round."""
+    def acc(key: str) -> str:
+        value = summary.get(key)
+        return "-" if value is None else f"{value:.4f}"
+
+    def round_of(key: str) -> str:
+        value = summary.get(key)
+        return "-" if value is None else str(value)
+
+    return (f"best accuracy {acc('best_accuracy')} (round {round_of('best_round')}), "
+            f"final {acc('final_accuracy')} (round {round_of('final_round')})")
 
 
 def summarize(rows: list[dict[str, Any]], info: dict[str, Any], wall: float) -> dict[str, Any]:

@@ -1,25 +1,64 @@
 """`python -m flayer.results.report PATH... [--out DIR]`: tables of finished runs.
 
-Prints one row per run (method, dataset, alpha, seed, best accuracy (round), final accuracy,
-MB uploaded, seconds) and a comparison in which runs that differ only in their seed are
-grouped (mean ± std), ranked by best accuracy within each dataset and alpha. Writes
-comparison.md, comparison.csv and comparison.png (accuracy per round, one curve per group in
-the table's order, the seed spread shaded; with four groups or more a second panel zooms on
-the leading half) into --out, by default the folder that holds the runs.
+Prints one row per run (method, dataset, alpha, clients, rounds, seed, best accuracy (round),
+final accuracy, MB uploaded, seconds) and a comparison in which runs that differ only in their
+seed are grouped (mean ± std), ranked by best accuracy within each dataset, alpha, number of
+clients and of rounds. Writes comparison.md, comparison.csv and comparison.png (accuracy per
+round, one curve per group in the table's order, the seed spread shaded, titled with the
+set-up; a second panel shows the second half of the rounds on its own range, with four groups
+or more only the leading half of the groups) into --out, by default the folder that holds the
+runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-from flayer.results.comparison import report  # the work; this module is the command line
+from flayer.results.plots import plot_groups
+from flayer.results.runs import find_runs, load_run
+from flayer.results.setup import setup_title
+from flayer.results.statistics import group_runs, group_stats, ranked
+from flayer.results.tables import (
+    GROUP_COLUMNS,
+    NOTE,
+    RUN_COLUMNS,
+    group_row,
+    markdown_table,
+    run_row,
+    write_csv,
+)
+from flayer.util.commands import module_command
 from flayer.util.errors import DataError
 
 
+def report(paths: Iterable[Path], out_dir: Path | None = None) -> tuple[str, Path]:
+    """Print-ready tables; writes comparison.md/.csv/.png into out_dir (default: the folder
+    that holds all the runs read). Returns (text, out_dir)."""
+    run_paths = find_runs(list(paths))
+    if not run_paths:
+        raise FileNotFoundError("no finished runs (folders with summary.json) under the paths")
+    runs = [load_run(p) for p in run_paths]
+    stats = ranked([group_stats(g) for g in group_runs(runs)])
+    per_run = markdown_table(RUN_COLUMNS, [run_row(r.summary) for r in runs])
+    compared = markdown_table(GROUP_COLUMNS, [group_row(g) for g in stats])
+    if out_dir is None:
+        common = Path(os.path.commonpath([str(p.resolve()) for p in run_paths]))
+        out_dir = common if len(run_paths) > 1 else common.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "comparison.md").write_text(f"{compared}\n\n{NOTE}\n\n## Runs\n\n{per_run}\n")
+    write_csv(stats, out_dir / "comparison.csv")
+    plot_groups(stats, out_dir / "comparison.png", setup_title([r.summary for r in runs]))
+    text = f"## Runs\n\n{per_run}\n\n## Comparison\n\n{compared}\n\n{NOTE}"
+    return text, out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flayer.results.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog=module_command("flayer.results.report"),
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
     parser.add_argument("--out", type=Path, default=None, help="where to write comparison.*")

@@ -3,7 +3,6 @@ continue the run already there (`resume`)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ from flayer.run.simulation import run_apps
 from flayer.run.stops import stop_on_signals
 from flayer.state.checkpoint import Checkpointing
 from flayer.state.store import ClientStore, store_root
-
-log = logging.getLogger(__name__)
 
 # runs a whole simulation: (config, round sink, client state folder, checkpointing)
 SimEngine = Callable[[Config, RoundCallback, Path, Checkpointing], None]
@@ -53,8 +50,5 @@ def run(dcfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
             todo, lambda on_round, checkpointing: engine(cfg, on_round, store.root,
                                                          checkpointing),
             store, progress=cfg.progress)
-    log.info("results in %s: best accuracy %.4f (round %s), final %.4f (round %s)",
-             todo.run_dir, summary["best_accuracy"], summary["best_round"],
-             summary["final_accuracy"], summary["final_round"])
     print(f"results: {shown}")
     return summary

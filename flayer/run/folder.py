@@ -4,7 +4,8 @@
 (refused where the folder holds results), or the continuation of the run there (`resume`),
 with every setting checked. `run_plan` then does it: the client state and the checkpoint to
 start from, the resolved config and the overrides it was composed from, every round recorded,
-and a stop before the last round said so (after the partial results are written).
+the run's own log (run.log, flayer.run.runlog), and a stop before the last round said so (after
+the partial results are written).
 
 Continuing a run (`resume`): the run's config is composed again from its saved overrides plus
 the new ones, and must equal the saved config but for the keys a continuation may change
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,10 @@ from flayer.config.compose import compose_dict
 from flayer.config.schema import Config, to_config
 from flayer.protocol.catalog import METHODS
 from flayer.results.record import RoundRecord
-from flayer.results.recorder import RESULT_FILES, RunRecorder
-from flayer.run.stops import held_signals
+from flayer.results.recorder import RESULT_FILES, RunRecorder, accuracy_text
+from flayer.results.setup import run_title
+from flayer.run.runlog import note, run_log
+from flayer.run.stops import held_signals, stopping
 from flayer.state.checkpoint import REFUSED, Checkpointing, Checkpoints
 from flayer.state.store import ClientStore
 from flayer.util.errors import ConfigError, DamagedFile, reading
@@ -105,12 +109,18 @@ def record_run(run_dir: Path, dcfg: DictConfig, cfg: Config, play: Callable[[Rou
     finally:
         if recorder is not None:
             summary = recorder.finish()
+            if not summary["complete"]:  # also on the way out of a stop
+                signum = stopping()
+                note("stopped%s after round %d of %d; partial results here; continue it with "
+                     "resume=%s", f" ({signal.Signals(signum).name})" if signum else "",
+                     summary["rounds_completed"], cfg.num_rounds, run_dir)
     if not summary["complete"]:
         raise RunIncomplete(
             f"the run stopped after round {summary['rounds_completed']} of {cfg.num_rounds}; "
             f"see the log above. Partial results are in {run_dir}; continue it with "
             f"resume={run_dir}"
         )
+    log.info("results in %s: %s", run_dir, accuracy_text(summary))
     return summary
 
 
@@ -309,17 +319,22 @@ def run_plan(plan: RunPlan, engine: Engine, store: ClientStore | None = None,
     client state store (simulation), the clients start from the checkpoint's state, or from
     none in round 0; without one (deployment) the nodes keep their own."""
     cfg = plan.cfg
-    resume_from = Checkpoints.load(plan.checkpoint) if plan.checkpoint is not None else None
-    if store is not None:
-        if plan.checkpoint is not None:
-            Checkpoints.restore_clients(plan.checkpoint, store)
+    with run_log(plan.run_dir):
+        resume_from = Checkpoints.load(plan.checkpoint) if plan.checkpoint is not None else None
+        if store is not None:
+            if plan.checkpoint is not None:
+                Checkpoints.restore_clients(plan.checkpoint, store)
+            else:
+                store.clear()  # a run from round 0: no state left by an earlier attempt
+        if resume_from is not None:
+            log.info("continuing %s after round %d", plan.run_dir, resume_from.round)
         else:
-            store.clear()  # a run from round 0: no state left by an earlier attempt
-    if resume_from is not None:
-        log.info("continuing %s after round %d", plan.run_dir, resume_from.round)
-    checkpointing = Checkpointing(Checkpoints(plan.run_dir, cfg.checkpoint_keep),
-                                  cfg.checkpoint_every, cfg.num_rounds, store, resume_from)
-    return record_run(plan.run_dir, plan.dcfg, cfg,
-                      lambda on_round: engine(on_round, checkpointing),
-                      progress=progress, overrides=plan.overrides,
-                      resume_round=checkpointing.start_round() - 1 if plan.continued else None)
+            note("%s %s in %s", "starting again (no round was checkpointed):" if plan.continued
+                 else "starting", run_title(run_info(cfg)), plan.run_dir)
+        checkpointing = Checkpointing(Checkpoints(plan.run_dir, cfg.checkpoint_keep),
+                                      cfg.checkpoint_every, cfg.num_rounds, store, resume_from)
+        return record_run(plan.run_dir, plan.dcfg, cfg,
+                          lambda on_round: engine(on_round, checkpointing),
+                          progress=progress, overrides=plan.overrides,
+                          resume_round=(checkpointing.start_round() - 1 if plan.continued
+                                        else None))

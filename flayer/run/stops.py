@@ -26,6 +26,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
+from flayer.util.commands import run_command
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -143,7 +145,7 @@ def stop_message(stop: Stopped, run_dir: Path | None) -> str:
     if run_dir is None:
         return f"stopped ({stop}) before the run started; nothing was written"
     return (f"stopped ({stop}); partial results in {run_dir}; continue with: "
-            f"python run.py resume={run_dir}")
+            f"{run_command(f'resume={run_dir}')}")
 
 
 def exit_now(code: int) -> None:

@@ -50,7 +50,7 @@ def _plain(value: Any) -> Any:
 STATE_FILE = "a client state file (an .npz of arrays and its metadata)"
 # a client's state is the run's: without it the run cannot give its numbers
 RESTORE = ("the run cannot go on without it; continue the run from a checkpoint taken before "
-           "the damage (python run.py resume=RUN_DIR verifies the checkpoint first)")
+           "the damage (resume=RUN_DIR verifies the checkpoint first)")
 
 
 def load_state(file: Path, fix: str = RESTORE) -> Personal | None:

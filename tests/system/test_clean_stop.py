@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -44,16 +46,24 @@ def signal_after(round_: int, sig: int):
     return engine
 
 
-def test_a_signal_stops_a_run_with_its_results_and_the_way_on(tmp_path, overrides):
+def test_a_signal_stops_a_run_with_its_results_and_the_way_on(tmp_path, overrides, caplog):
+    caplog.set_level(logging.INFO, logger="flayer")  # as run.py sets it
     run_dir = tmp_path / "run"
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(Stopped) as caught:
         run(compose_dict(overrides), run_dir, overrides, engine=signal_after(1, signal.SIGINT))
     stop = caught.value
     assert stop.exit_code == 130
-    assert stop_message(stop, run_dir) == (
-        f"stopped (SIGINT); partial results in {run_dir}; continue with: "
-        f"python run.py resume={run_dir}")
+    message = stop_message(stop, run_dir)
+    head, command = message.split("; continue with: ")
+    assert head == f"stopped (SIGINT); partial results in {run_dir}"
+    python, script, resume = shlex.split(command)  # a command that works as printed:
+    assert os.path.samefile(python, sys.executable)  # this interpreter, not `python`
+    assert os.path.samefile(script, ROOT / "run.py") and resume == f"resume={run_dir}"
+    log = (run_dir / "run.log").read_text()
+    assert "starting flayer · fmnist" in log and " · 2 clients · 2 rounds · seed 0 in " in log
+    assert f"stopped (SIGINT) after round 1 of 2; partial results here; continue it with " \
+           f"resume={run_dir}" in log
     png = (run_dir / "accuracy.png").read_bytes()
     assert png.startswith(PNG_START) and png[-8:-4] == PNG_END
     with open(run_dir / "metrics.csv", newline="") as f:
@@ -68,6 +78,9 @@ def test_a_signal_stops_a_run_with_its_results_and_the_way_on(tmp_path, override
     resume = [f"resume={run_dir}", "progress=false"]
     run(compose_dict(resume), run_dir, resume, engine=inprocess.engine)
     assert json.loads((run_dir / "summary.json").read_text())["complete"] is True
+    log = (run_dir / "run.log").read_text()  # the same log goes on
+    assert log.index("stopped (SIGINT)") < log.index(f"continuing {run_dir} after round 0") \
+        < log.index(f"results in {run_dir}: best accuracy ")
 
 
 def test_a_signal_in_a_held_block_stops_when_the_block_ends():

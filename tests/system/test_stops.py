@@ -18,6 +18,7 @@ import pytest
 
 from flayer.deploy.processes import ProcessSet, members
 from flayer.state.checkpoint import Checkpoints
+from flayer.util.commands import run_command
 from tests.helpers import ROOT, write_fake_fmnist
 
 pytestmark = pytest.mark.slow
@@ -210,8 +211,8 @@ def test_stops_at_any_moment_under_load_end_cleanly(tmp_path):
         if isinstance(what, int):
             assert code == 128 + what, shown
             assert lines[-1] == (f"stopped ({signal.Signals(what).name}); partial results "
-                                 f"in {run_dir}; continue with: python run.py resume={run_dir}"
-                                 ), shown
+                                 f"in {run_dir}; continue with: "
+                                 f"{run_command(f'resume={run_dir}', cwd=ROOT)}"), shown
             assert len(lines) <= 2 and "Traceback" not in log, shown
         else:  # what happened, said once: Ray's line for its dead worker, ours, the way on
             assert code == 1 and len(lines) <= 3 and "Traceback" not in log, shown

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from flayer.config.schema import DatasetConfig
-from flayer.data import cache, hub
+from flayer.data import cache
 from flayer.data.federated import client_splits, load_client, splits_file
+from flayer.data.hub import online
 from flayer.data.sources.agnews import AGNews, read_vocab, tokenize, write_vocab
 from flayer.util.errors import ConfigError, DataError
 from tests import hubdata
@@ -134,7 +135,7 @@ def test_bad_vocabulary_settings_are_named(tmp_path):
 
 def test_hub_path_and_pool_fingerprint_follow_max_len(monkeypatch):
     data = hubdata.agnews_dict(n_per_split=5)
-    monkeypatch.setattr(hub, "hub_online", lambda: True)
+    monkeypatch.setattr(online, "hub_online", lambda: True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets, "load_dataset", lambda hub_id, *a, **k: data)
     source = AGNews(DatasetConfig(name="agnews", max_len=6))

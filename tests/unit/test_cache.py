@@ -5,8 +5,9 @@ import datasets
 import pytest
 
 from flayer.config.schema import DatasetConfig
-from flayer.data import cache, hub
+from flayer.data import cache
 from flayer.data.cache import Memo
+from flayer.data.hub import online
 from flayer.data.sources.images import CIFAR10
 from tests import hubdata
 
@@ -68,7 +69,7 @@ def test_a_replaced_hub_loader_is_asked_only_after_forget(monkeypatch):
             return hubdata.cifar10_dict(n_per_split=n)
         return load_dataset
 
-    monkeypatch.setattr(hub, "hub_online", lambda: True)
+    monkeypatch.setattr(online, "hub_online", lambda: True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets, "load_dataset", loader(2))
     assert CIFAR10(DatasetConfig(name="cifar10")).num_samples() == 4

@@ -13,7 +13,8 @@ from flayer.config.validation import validate
 from flayer.data.federated import client_splits, splits_file
 from flayer.data.node import load_node_data
 from flayer.data.subset import pool_subset, subset_size
-from flayer.results.comparison import group_runs, load_run
+from flayer.results.runs import load_run
+from flayer.results.statistics import group_runs
 from flayer.run.folder import run_info
 from flayer.util.errors import ConfigError
 from tests.helpers import make_config, require_real_fmnist, write_fake_fmnist

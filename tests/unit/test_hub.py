@@ -13,8 +13,9 @@ import torch
 from PIL import Image as PILImage
 
 from flayer.config.schema import DatasetConfig
-from flayer.data import cache, hub
+from flayer.data import cache
 from flayer.data.federated import load_client
+from flayer.data.hub import online
 from flayer.data.sources.images import CIFAR10, CIFAR100, TinyImageNet
 from flayer.util.errors import DataError
 from tests import hubdata
@@ -45,7 +46,7 @@ def hub_returns(monkeypatch):
             calls.append(hub_id)
             return data
 
-        monkeypatch.setattr(hub, "hub_online", lambda: True)
+        monkeypatch.setattr(online, "hub_online", lambda: True)
         monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(datasets, "load_dataset", load_dataset)
         return calls
@@ -135,7 +136,7 @@ def test_offline_without_a_cached_copy_names_the_hub_id_and_the_local_formats(
     def no_hub(*args, **kwargs):
         raise AssertionError("the hub must not be asked")
 
-    monkeypatch.setattr(hub, "hub_online", lambda: False)
+    monkeypatch.setattr(online, "hub_online", lambda: False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "empty"))
     monkeypatch.setattr(datasets, "load_dataset", no_hub)
     source = TinyImageNet(DatasetConfig(name="tiny_imagenet"))
@@ -151,7 +152,7 @@ def test_a_failing_hub_is_a_data_error(monkeypatch):
     def unreachable(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'uoft-cs/cifar10' on the Hub")
 
-    monkeypatch.setattr(hub, "hub_online", lambda: True)
+    monkeypatch.setattr(online, "hub_online", lambda: True)
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
     with pytest.raises(DataError, match="uoft-cs/cifar10.*Couldn't reach.*save_to_disk"):
         CIFAR10(DatasetConfig(name="cifar10")).load()
@@ -181,7 +182,7 @@ def test_offline_reads_the_local_hugging_face_cache(monkeypatch, tmp_path):
     info.update(config_name="plain_text", dataset_name="cifar10")
     (target / "dataset_info.json").write_text(json.dumps(info))
 
-    monkeypatch.setattr(hub, "hub_online", lambda: False)
+    monkeypatch.setattr(online, "hub_online", lambda: False)
     source = CIFAR10(DatasetConfig(name="cifar10"))
     source.check()
     assert source.num_samples() == 6

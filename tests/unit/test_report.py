@@ -4,26 +4,30 @@ import json
 import numpy as np
 import pytest
 
-from flayer.results.comparison import GROUP_COLUMNS, find_runs
 from flayer.results.record import ClientEval, RoundRecord
-from flayer.results.recorder import RunRecorder, round_metrics, summarize
+from flayer.results.recorder import RunRecorder, accuracy_text, round_metrics, summarize
 from flayer.results.report import main
+from flayer.results.runs import find_runs
+from flayer.results.tables import GROUP_COLUMNS
 
 
-def write_run(folder, method, seed, best, alpha=0.1, extra="", upload=2_500_000, seconds=12.3):
+def write_run(folder, method, seed, best, alpha=0.1, extra="", upload=2_500_000, seconds=12.3,
+              clients=20, rounds=20):
     """A finished run; best=None is a run that never evaluated a round (as summarize writes
     it), alpha=None a split without an alpha (the summary then has no "alpha")."""
     folder.mkdir(parents=True)
-    summary = {"method": method, "dataset": "fmnist", "seed": seed,
-               "best_accuracy": best, "best_round": None if best is None else 3,
+    summary = {"method": method, "dataset": "fmnist", "seed": seed, "num_clients": clients,
+               "num_rounds": rounds, "best_accuracy": best,
+               "best_round": None if best is None else 3,
                "final_accuracy": None if best is None else best - 0.01,
                "total_upload_bytes": upload, "wall_seconds": seconds}
+    summary["partition"] = "iid" if alpha is None else "dirichlet"
     if alpha is not None:
         summary["alpha"] = alpha
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "config.yaml").write_text(
         f"strategy:\n  name: {method}\n{extra}partition:\n  alpha: {alpha}\n"
-        f"seed: {seed}\nprogress: false\n")
+        f"seed: {seed}\nnum_clients: {clients}\nnum_rounds: {rounds}\nprogress: false\n")
     curve = "0,\n1,\n" if best is None else f"0,0.5\n1,\n2,{best}\n"
     (folder / "metrics.csv").write_text("round,accuracy\n" + curve)
 
@@ -54,7 +58,8 @@ def test_report_reads_runs_and_multiruns(tmp_path, capsys):
     assert main([str(tmp_path / "sweep")]) == 0
     out = capsys.readouterr().out
     assert len(table(out, "Runs")) == 4 and len(table(out, "Comparison")) == 4
-    assert table(out, "Runs")[0] == "| flayer | fmnist | 0.1 | 0 | 90.00 (3) | 89.00 | 2.5 | 12 |"
+    assert table(out, "Runs")[0] == (
+        "| flayer | fmnist | 0.1 | 20 | 20 | 0 | 90.00 (3) | 89.00 | 2.5 | 12 |")
     for name in ("comparison.md", "comparison.csv", "comparison.png"):
         assert (tmp_path / "sweep" / name).is_file()
     assert main([str(tmp_path / "single"), str(tmp_path / "sweep")]) == 0
@@ -71,6 +76,32 @@ def test_runs_differing_only_in_seed_are_grouped(tmp_path, capsys):
     assert len(rows) == 2
     assert any("masked_upload=False" in r and "| 0,1 | 82.00 ± 2.00 |" in r for r in rows)
     assert any("masked_upload=None" in r and "| 0,1 | 92.00 ± 2.00 |" in r for r in rows)
+
+
+def test_every_table_says_the_clients_and_rounds(tmp_path, capsys):
+    """A small sweep (6 clients, 2 rounds) must not read like the default set-up beside it."""
+    write_run(tmp_path / "0-flayer", "flayer", 0, 0.90, clients=6, rounds=2)
+    write_run(tmp_path / "1-flayer", "flayer", 0, 0.95)
+    assert main([str(tmp_path)]) == 0
+    runs = table(capsys.readouterr().out, "Runs")
+    assert runs[0].startswith("| flayer | fmnist | 0.1 | 6 | 2 | 0 |")
+    assert runs[1].startswith("| flayer | fmnist | 0.1 | 20 | 20 | 0 |")
+    md, rows = md_groups(tmp_path), csv_groups(tmp_path)
+    small = "flayer (num_clients=6, num_rounds=2)"
+    default = "flayer (num_clients=20, num_rounds=20)"
+    assert (md[small]["clients"], md[small]["rounds"]) == ("6", "2")
+    assert (md[default]["clients"], md[default]["rounds"]) == ("20", "20")
+    assert (rows[small]["num_clients"], rows[small]["num_rounds"]) == ("6", "2")
+    assert (rows[default]["num_clients"], rows[default]["num_rounds"]) == ("20", "20")
+
+
+def test_a_stopped_run_shows_the_rounds_it_did(tmp_path, capsys):
+    write_run(tmp_path / "0-flayer", "flayer", 0, 0.90)
+    summary = json.loads((tmp_path / "0-flayer" / "summary.json").read_text())
+    summary.update(rounds_completed=7, complete=False)
+    (tmp_path / "0-flayer" / "summary.json").write_text(json.dumps(summary))
+    assert main([str(tmp_path)]) == 0
+    assert "| 20 | 7 of 20 | 0 |" in table(capsys.readouterr().out, "Runs")[0]
 
 
 def test_csv_and_md_say_the_same_numbers(tmp_path):
@@ -129,8 +160,8 @@ def test_the_comparison_ranks_by_best_accuracy_within_each_alpha(tmp_path, capsy
 
 
 def test_nineteen_methods_get_distinct_curves_and_a_zoom_panel(tmp_path, monkeypatch):
-    from flayer.results import comparison
-    from flayer.results.plots import plt
+    from flayer.results.plots import plt, zoom_range
+    from flayer.results.statistics import Curve
 
     for i in range(19):
         write_run(tmp_path / f"{i}-m{i}", f"m{i}", 0, 0.6 + i / 50)
@@ -145,9 +176,55 @@ def test_nineteen_methods_get_distinct_curves_and_a_zoom_panel(tmp_path, monkeyp
     assert labels[0] == "m18 (n=1)" and labels[-1] == "m0 (n=1)"  # the table's order
     low, high = zoom.get_ylim()
     finals = sorted(0.6 + i / 50 for i in range(19))
-    assert (low, high) == pytest.approx(comparison.zoom_range(
-        [comparison.Curve([0, 2], [0.5, f], [0.5, f], [0.5, f]) for f in finals]))
+    assert (low, high) == pytest.approx(zoom_range(
+        [Curve([0, 2], [0.5, f], [0.5, f], [0.5, f]) for f in finals]))
     assert low > 0.75  # the lower half of the methods is out of the zoom
+
+
+def kept_figures(monkeypatch):
+    """The figures the plots draw, kept open to look at."""
+    from flayer.results.plots import plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    return figures
+
+
+def test_accuracy_png_zooms_on_the_rounds_after_round_0(tmp_path, monkeypatch):
+    from flayer.results.plots import plot_run
+
+    figures = kept_figures(monkeypatch)
+    accs = [0.1, 0.85, 0.88, 0.87, 0.9, 0.89]
+    rows = [{"round": r, "accuracy": a, "accuracy_mean": a, "accuracy_std": 0.3,
+             "train_loss": "" if r == 0 else 1.0 / r} for r, a in enumerate(accs)]
+    plot_run(rows, tmp_path / "accuracy.png", "a title")
+    (fig,) = figures
+    every, later, loss = fig.axes
+    low, high = later.get_ylim()
+    assert 0.1 < low < 0.85 and 0.9 < high <= 1.0  # round 0 is out of the zoom
+    assert later.get_xlim()[0] > 0
+    for ax in fig.axes:
+        assert max(ax.get_xticks()) == 5  # the last round, and no tick past it
+    for ax in (every, later):
+        band = ax.collections[0].get_paths()[0].vertices[:, 1]
+        assert band.min() >= 0 and band.max() <= 1  # mean ± 0.3, clipped to [0, 1]
+        (star,) = [line for line in ax.get_lines() if line.get_marker() == "*"]
+        assert (list(star.get_xdata()), list(star.get_ydata())) == ([4], [0.9])
+        assert "best: 90.00% (round 4)" in star.get_label()
+    assert fig._suptitle.get_text() == "a title"
+
+
+def test_comparison_png_is_titled_with_the_setup(tmp_path, monkeypatch):
+    figures = kept_figures(monkeypatch)
+    write_run(tmp_path / "0-flayer", "flayer", 0, 0.9)
+    write_run(tmp_path / "1-fedavg", "fedavg", 0, 0.8)
+    assert main([str(tmp_path / "0-flayer"), str(tmp_path / "1-fedavg")]) == 0
+    assert figures.pop()._suptitle.get_text() == (
+        "fmnist · dirichlet(α=0.1) · 20 clients · 20 rounds")
+    write_run(tmp_path / "2-flayer", "flayer", 0, 0.9, alpha=None, clients=6, rounds=2)
+    assert main([str(tmp_path)]) == 0  # where runs differ, the title lists each value
+    assert figures.pop()._suptitle.get_text() == (
+        "fmnist · dirichlet(α=0.1), iid · 20, 6 clients · 20, 2 rounds")
 
 
 def test_a_group_that_never_evaluated_has_empty_accuracy_cells(tmp_path, capsys):
@@ -165,7 +242,7 @@ def test_a_split_without_alpha_shows_a_dash(tmp_path, capsys):
     write_run(tmp_path / "1-flayer", "flayer", 1, 0.9, alpha=None)
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert table(out, "Runs")[0].startswith("| flayer | fmnist | - | 0 |")
+    assert table(out, "Runs")[0].startswith("| flayer | fmnist | - | 20 | 20 | 0 |")
     assert md_groups(tmp_path)["flayer"]["alpha"] == "-"
     assert csv_groups(tmp_path)["flayer"]["alpha"] == "-"
 
@@ -213,3 +290,11 @@ def test_summary_best_and_final():
     assert (s["best_accuracy"], s["best_round"]) == (0.9, 1)
     assert (s["final_accuracy"], s["final_round"]) == (0.8, 2)
     assert s["total_upload_bytes"] == 20 and s["complete"]
+
+
+def test_commands_print_accuracies_with_four_decimals():
+    s = summarize([{"round": 0, "accuracy": 0.912345, "accuracy_mean": 0.9, "accuracy_std": 0,
+                    "auc": 0.9, "upload_bytes": 0, "failures": 0}], {"num_rounds": 0}, 1.0)
+    assert accuracy_text(s) == "best accuracy 0.9123 (round 0), final 0.9123 (round 0)"
+    never = summarize([{"round": 0, "accuracy": "", "upload_bytes": 0, "failures": 0}], {}, 1.0)
+    assert accuracy_text(never) == "best accuracy - (round -), final - (round -)"

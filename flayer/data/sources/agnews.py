@@ -15,6 +15,7 @@ into vocabulary ids through a lookup table cached beside it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ import torch
 
 from flayer.config.schema import DatasetConfig
 from flayer.data.cache import Memo, save_array_atomic
-from flayer.data.hub import HubData, read_labels
+from flayer.data.hub import Storage, locate, read_labels
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
 from flayer.util.atomic import write_atomic
 from flayer.util.errors import ConfigError, DataError, reading
@@ -93,10 +94,15 @@ class AGNews(DataSource):
 
     def __init__(self, cfg: DatasetConfig) -> None:
         super().__init__(cfg)
-        self.data = HubData(self.hub_id, cfg.path, images=False)
         self.vocab: list[str] | None = None
         self.vocab_file: Path | None = None  # where the vocabulary in use was read or written
         self._lookup: torch.Tensor | None = None  # pool id -> vocabulary id
+
+    @functools.cached_property
+    def data(self) -> Storage:
+        """Where the texts are: found on first use, so that a bad dataset.path is reported by
+        `check`."""
+        return locate(self.hub_id, self.cfg.path, images=False)
 
     @property
     def max_len(self) -> int:

@@ -12,6 +12,7 @@ import torch
 
 from flayer.config.schema import DatasetConfig
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
+from flayer.util.commands import module_command
 from flayer.util.errors import DamagedFile, DataError, reading
 
 FILES = {
@@ -20,12 +21,15 @@ FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-INSTALL_HINT = (
-    "install it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or run "
-    "`python -m flayer.data.fetch_fmnist` where the Hugging Face hub is reachable (it writes "
-    "to ~/.cache/flayer/fashion-mnist, which is found without settings), or point "
-    "dataset.path at a folder with the four IDX files"
-)
+FETCH = "flayer.data.fetch_fmnist"
+
+
+def install_hint() -> str:
+    """How to get the data (commands for the interpreter that runs)."""
+    return ("install it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or "
+            f"run `{module_command(FETCH)}` where the Hugging Face hub is reachable (it writes "
+            "to ~/.cache/flayer/fashion-mnist, which is found without settings), or point "
+            "dataset.path at a folder with the four IDX files")
 
 
 def _find(path: Path, stem: str) -> Path | None:
@@ -35,43 +39,47 @@ def _find(path: Path, stem: str) -> Path | None:
     return None
 
 
-REPAIR = ("replace it with a whole copy (apt-get install --reinstall dataset-fashion-mnist, "
-          "or python -m flayer.data.fetch_fmnist DIR), or point dataset.path at a folder with "
-          "the four IDX files")
+def repair() -> str:
+    """What to do about a damaged IDX file."""
+    return ("replace it with a whole copy (apt-get install --reinstall dataset-fashion-mnist, "
+            f"or {module_command(FETCH, 'DIR')}), or point dataset.path at a folder with the "
+            "four IDX files")
+
+
 # the dataset's own shapes: each image file holds N x 28 x 28 bytes, each label file N labels
 SHAPES = {"train_x": 3, "test_x": 3, "train_y": 1, "test_y": 1}
 CLASSES = 10
 
 
 def _idx_dims(file: Path) -> tuple[int, ...]:
-    with reading(file, "an IDX file", REPAIR):
+    with reading(file, "an IDX file", repair()):
         opener = gzip.open if file.suffix == ".gz" else open
         with opener(file, "rb") as f:
             head = f.read(4)
             if len(head) < 4 or head[:3] != b"\x00\x00\x08":
-                raise DamagedFile(file, "is not an IDX file of unsigned bytes", REPAIR)
+                raise DamagedFile(file, "is not an IDX file of unsigned bytes", repair())
             dims = f.read(4 * head[3])
     if len(dims) < 4 * head[3]:
-        raise DamagedFile(file, "ends inside its IDX header", REPAIR)
+        raise DamagedFile(file, "ends inside its IDX header", repair())
     return tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
 
 
 def read_idx(file: Path) -> np.ndarray:
     """Read one IDX file (the MNIST format: magic, dims, big-endian sizes, uint8 data)."""
-    with reading(file, "an IDX file", REPAIR):
+    with reading(file, "an IDX file", repair()):
         opener = gzip.open if file.suffix == ".gz" else open
         with opener(file, "rb") as f:
             raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DamagedFile(file, "is not an IDX file of unsigned bytes", REPAIR)
+        raise DamagedFile(file, "is not an IDX file of unsigned bytes", repair())
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
-        raise DamagedFile(file, "ends inside its IDX header", REPAIR)
+        raise DamagedFile(file, "ends inside its IDX header", repair())
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise DamagedFile(file, f"holds {data.size} bytes of data, its header says {dims} "
-                          f"({int(np.prod(dims))})", REPAIR)
+                          f"({int(np.prod(dims))})", repair())
     return data.reshape(dims)
 
 
@@ -81,7 +89,7 @@ def _check_shape(key: str, file: Path, dims: tuple[int, ...]) -> None:
     if len(dims) != SHAPES[key] or tuple(dims[1:]) != want:
         shape = "N x 28 x 28 images" if want else "N labels"
         raise DamagedFile(file, f"holds an array of shape {dims}, Fashion-MNIST's {FILES[key]} "
-                          f"holds {shape}", REPAIR)
+                          f"holds {shape}", repair())
 
 
 class FashionMNIST(DataSource):
@@ -102,13 +110,13 @@ class FashionMNIST(DataSource):
     def _files(self) -> dict[str, Path]:
         root = Path(os.path.expanduser(self.path))
         if not root.is_dir():
-            raise DataError(f"Fashion-MNIST folder {root} does not exist; {INSTALL_HINT}")
+            raise DataError(f"Fashion-MNIST folder {root} does not exist; {install_hint()}")
         found = {key: _find(root, stem) for key, stem in FILES.items()}
         missing = [FILES[k] for k, v in found.items() if v is None]
         if missing:
             raise DataError(
                 f"Fashion-MNIST folder {root} lacks {', '.join(missing)} (.gz or plain); "
-                f"{INSTALL_HINT}"
+                f"{install_hint()}"
             )
         return {k: v for k, v in found.items() if v is not None}
 
@@ -126,7 +134,7 @@ class FashionMNIST(DataSource):
             images, labels = dims[f"{part}_x"][0], dims[f"{part}_y"][0]
             if images != labels:
                 raise DamagedFile(files[f"{part}_y"], f"holds {labels} labels for the {images} "
-                                  f"images of {files[f'{part}_x'].name}", REPAIR)
+                                  f"images of {files[f'{part}_x'].name}", repair())
 
     def num_samples(self) -> int:
         """Pool size from the label files' headers (no need to read the images)."""
@@ -147,7 +155,7 @@ class FashionMNIST(DataSource):
         for key in ("train_y", "test_y"):
             if arrays[key].size and int(arrays[key].max()) >= CLASSES:
                 raise DamagedFile(files[key], f"holds label {int(arrays[key].max())}; "
-                                  f"Fashion-MNIST's labels are 0..{CLASSES - 1}", REPAIR)
+                                  f"Fashion-MNIST's labels are 0..{CLASSES - 1}", repair())
         x = np.concatenate([arrays["train_x"], arrays["test_x"]])
         y = np.concatenate([arrays["train_y"], arrays["test_y"]])
         if len(x) != len(y):

@@ -1,12 +1,13 @@
 """Image sets from the Hugging Face hub: CIFAR-10, CIFAR-100 and Tiny-ImageNet.
 
-Each is read through `HubData` (the hub, or a local copy: see flayer.data.hub), decoded once to
-uint8 N x 3 x H x W (every image converted to RGB: Tiny-ImageNet has greyscale ones) and
+Each is read through a `Storage` (the hub, or a local copy: see flayer.data.hub), decoded once
+to uint8 N x 3 x H x W (every image converted to RGB: Tiny-ImageNet has greyscale ones) and
 normalized per batch like PFLlib (`scale_images`).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from flayer.config.schema import DatasetConfig
-from flayer.data.hub import HubData, read_labels
+from flayer.data.hub import Storage, locate, read_labels
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
 from flayer.util.errors import DataError
 
@@ -103,9 +104,11 @@ class HubImages(DataSource):
     num_classes: int
     size: tuple[int, int]  # H, W
 
-    def __init__(self, cfg: DatasetConfig) -> None:
-        super().__init__(cfg)
-        self.data = HubData(self.hub_id, cfg.path, images=True)
+    @functools.cached_property
+    def data(self) -> Storage:
+        """Where the data is: found on first use, so that a bad dataset.path is reported by
+        `check`."""
+        return locate(self.hub_id, self.cfg.path, images=True)
 
     @classmethod
     def static_spec(cls, cfg: DatasetConfig) -> DataSpec:
