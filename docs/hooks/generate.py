@@ -4,7 +4,7 @@
   class and its `conf/strategy/<name>.yaml`, listed in the nav under the methods index, whose
   `<!-- methods:table -->` becomes the table of every method;
 - the results: each folder `docs/results/<setup>/` (one run folder per method) drawn as a
-  table and a plot by the project's own report code (flayer.results.comparison), in place of
+  table and a plot by the project's own report code (flayer.results.report), in place of
   a `<!-- results:<setup> -->` marker of results.md (a folder without a marker goes at the
   end of that page).
 
@@ -189,31 +189,21 @@ class ResultSet:
 
 def result_sets() -> list[ResultSet]:
     """Each docs/results/<setup>/ as the report draws it: the comparison table and plot."""
-    from flayer.results.comparison import (
-        GROUP_COLUMNS,
-        NOTE,
-        find_runs,
-        group_row,
-        group_runs,
-        group_stats,
-        load_run,
-        markdown_table,
-        plot_groups,
-        ranked,
-    )
+    from flayer.results.report import compare
+    from flayer.results.tables import NOTE
 
     sets = []
     for folder in sorted(p for p in (ROOT / "docs" / "results").iterdir() if p.is_dir()):
-        runs = [load_run(p) for p in find_runs([folder])]
-        if not runs:
+        try:
+            c = compare([folder])
+        except FileNotFoundError:
             continue
-        stats = ranked([group_stats(g) for g in group_runs(runs)])
         with tempfile.TemporaryDirectory() as tmp:
-            plot_groups(stats, Path(tmp) / "comparison.png")
+            c.plot(Path(tmp) / "comparison.png")
             plot = (Path(tmp) / "comparison.png").read_bytes()
-        table = markdown_table(GROUP_COLUMNS, [group_row(g) for g in stats])
+        table = c.compared
         text = "\n".join([
-            f"`docs/results/{folder.name}/`, {len(runs)} run(s); "
+            f"`docs/results/{folder.name}/`, {len(c.run_paths)} run(s); "
             f"`python -m flayer.results.report docs/results/{folder.name} --out DIR` prints the "
             "same.",
             "", table, "", NOTE, "",

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from flayer.results.plots import plot_groups
@@ -35,24 +36,46 @@ from flayer.util.commands import module_command
 from flayer.util.errors import DataError
 
 
-def report(paths: Iterable[Path], out_dir: Path | None = None) -> tuple[str, Path]:
-    """Print-ready tables; writes comparison.md/.csv/.png into out_dir (default: the folder
-    that holds all the runs read). Returns (text, out_dir)."""
+@dataclass
+class Comparison:
+    """The finished runs under some paths, grouped and ranked, as tables and a figure."""
+
+    run_paths: list[Path]
+    per_run: str  # markdown, one row per run
+    compared: str  # markdown, one row per group (mean ± std over seeds)
+    stats: list
+    title: str
+
+    def plot(self, out: Path) -> None:
+        plot_groups(self.stats, out, self.title)
+
+
+def compare(paths: Iterable[Path]) -> Comparison:
+    """Read the finished runs under the paths and compare them (FileNotFoundError where there
+    are none); nothing is written."""
     run_paths = find_runs(list(paths))
     if not run_paths:
         raise FileNotFoundError("no finished runs (folders with summary.json) under the paths")
     runs = [load_run(p) for p in run_paths]
     stats = ranked([group_stats(g) for g in group_runs(runs)])
-    per_run = markdown_table(RUN_COLUMNS, [run_row(r.summary) for r in runs])
-    compared = markdown_table(GROUP_COLUMNS, [group_row(g) for g in stats])
+    return Comparison(run_paths=run_paths,
+                      per_run=markdown_table(RUN_COLUMNS, [run_row(r.summary) for r in runs]),
+                      compared=markdown_table(GROUP_COLUMNS, [group_row(g) for g in stats]),
+                      stats=stats, title=setup_title([r.summary for r in runs]))
+
+
+def report(paths: Iterable[Path], out_dir: Path | None = None) -> tuple[str, Path]:
+    """Print-ready tables; writes comparison.md/.csv/.png into out_dir (default: the folder
+    that holds all the runs read). Returns (text, out_dir)."""
+    c = compare(paths)
     if out_dir is None:
-        common = Path(os.path.commonpath([str(p.resolve()) for p in run_paths]))
-        out_dir = common if len(run_paths) > 1 else common.parent
+        common = Path(os.path.commonpath([str(p.resolve()) for p in c.run_paths]))
+        out_dir = common if len(c.run_paths) > 1 else common.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.md").write_text(f"{compared}\n\n{NOTE}\n\n## Runs\n\n{per_run}\n")
-    write_csv(stats, out_dir / "comparison.csv")
-    plot_groups(stats, out_dir / "comparison.png", setup_title([r.summary for r in runs]))
-    text = f"## Runs\n\n{per_run}\n\n## Comparison\n\n{compared}\n\n{NOTE}"
+    (out_dir / "comparison.md").write_text(f"{c.compared}\n\n{NOTE}\n\n## Runs\n\n{c.per_run}\n")
+    write_csv(c.stats, out_dir / "comparison.csv")
+    c.plot(out_dir / "comparison.png")
+    text = f"## Runs\n\n{c.per_run}\n\n## Comparison\n\n{c.compared}\n\n{NOTE}"
     return text, out_dir
 
 
