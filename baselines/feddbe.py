@@ -37,8 +37,6 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
-from flwr.app import MessageType
-from flwr.serverapp import Grid
 from torch import nn
 
 from baselines.settings.feddbe import FedDBESettings
@@ -47,9 +45,7 @@ from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import Terms
 from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
-from flayer.protocol.replies import cohorts, exchange
-from flayer.protocol.rounds import RoundLoop
-from flayer.protocol.server import MethodServer
+from flayer.protocol.server import AskEveryClient, MethodServer
 from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
 from flayer.results.record import RoundRecord
 
@@ -171,13 +167,9 @@ class FedDBEServer(MethodServer):
         return {name: TensorSpec(tuple(arr.shape)) for name, arr in global_arrays.items()
                 if name != GLOBAL_MEAN}
 
-    def prepare_round0(self, loop: RoundLoop, grid: Grid, rec: RoundRecord
-                       ) -> dict[str, np.ndarray]:
+    def prepare_round0(self, ask: AskEveryClient, rec: RoundRecord) -> dict[str, np.ndarray]:
         spec = {FEATURE_MEAN: TensorSpec((self.width,))}
-        messages = loop.messages(loop.roster.partitions, MessageType.TRAIN, 0, spec=spec,
-                                 **{PHASE: PHASE_MEAN})
-        replies = exchange(grid, messages, loop.timeout)
-        got = loop.collect(0, replies, spec, cohorts(messages), rec)
+        got = ask(rec, spec, **{PHASE: PHASE_MEAN})
         if not got.clients:
             raise RuntimeError("FedDBE: no client reported its feature mean in round 0")
         zero = {FEATURE_MEAN: np.zeros(self.width, dtype=np.float32)}

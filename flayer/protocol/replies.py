@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, RecordDict
@@ -24,6 +25,18 @@ from flayer.results.record import ClientEval, RoundRecord
 from flayer.util.errors import RunError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Collected:
+    """A round's accepted training work: the weighted sum of the accepted uploads and each
+    accepted client's reply metrics, by partition id."""
+
+    total: WeightedSum = field(default_factory=WeightedSum)
+    clients: dict[int, dict] = field(default_factory=dict)
+
+    def ordered(self) -> list[tuple[int, dict]]:
+        return sorted(self.clients.items())
 
 
 def accept(content: RecordDict, spec: UploadSpec, metrics: Mapping) -> Contribution:

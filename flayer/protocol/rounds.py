@@ -14,11 +14,11 @@ float64. Everything a method changes on the server is its `MethodServer`'s hooks
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -30,9 +30,11 @@ from flayer.protocol import keys
 from flayer.protocol.aggregation import WeightedSum, weighted_mean
 from flayer.protocol.instructions import NewMessage, flower_message
 from flayer.protocol.replies import (
+    Collected,
     accept,
     client_eval,
     client_records,
+    cohorts,
     count_failures,
     exchange,
     sum_of,
@@ -52,18 +54,6 @@ RoundCallback = Callable[[RoundRecord], None]
 # Where a method syncs every client with each new model (`sync_every_round`), a setting may
 # make it lazy: only the clients that train or are evaluated take in the newest model.
 SYNC_MODES = ("eager", "lazy")
-
-
-@dataclass
-class Collected:
-    """A round's accepted training work: the weighted sum of the accepted uploads and each
-    accepted client's reply metrics, by partition id."""
-
-    total: WeightedSum = field(default_factory=WeightedSum)
-    clients: dict[int, dict] = field(default_factory=dict)
-
-    def ordered(self) -> list[tuple[int, dict]]:
-        return sorted(self.clients.items())
 
 
 class RoundLoop:
@@ -121,8 +111,8 @@ class RoundLoop:
         rec = RoundRecord(round=server_round, model_version=self.version)
         self.roster.refresh(grid, server_round)
         if server_round == 0:
-            self.global_arrays = {**self.global_arrays,
-                                  **self.server.prepare_round0(self, grid, rec)}
+            ask = functools.partial(self.ask_every_client, grid)
+            self.global_arrays = {**self.global_arrays, **self.server.prepare_round0(ask, rec)}
         else:
             replies = exchange(grid, self.configure_train(server_round, rec), self.timeout)
             self.aggregate_train(server_round, replies, rec)
@@ -133,6 +123,15 @@ class RoundLoop:
         rec.model_version = self.version
         rec.seconds = time.perf_counter() - start
         return rec
+
+    def ask_every_client(self, grid: Grid, rec: RoundRecord, spec: UploadSpec,
+                         **config: int | float | str | bool) -> Collected:
+        """Before round 0: a train instruction with this declaration (and config) to every
+        client, and the replies that pass it (their bytes and failures counted in rec)."""
+        messages = self.messages(self.roster.partitions, MessageType.TRAIN, 0, spec=spec,
+                                 **config)
+        return self.collect(0, exchange(grid, messages, self.timeout), spec, cohorts(messages),
+                            rec)
 
     def messages(self, partition_ids: Iterable[int], kind: str, server_round: int,
                  spec: UploadSpec | None = None, evaluate: Iterable[int] = (),

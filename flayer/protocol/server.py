@@ -10,21 +10,22 @@ round loop (`flayer.protocol.rounds`) calls these hooks and nothing else of a me
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import numpy as np
-from flwr.serverapp import Grid
 from torch import nn
 
 from flayer.config.schema import Config, MethodSettings
 from flayer.nn.layers import LayerMap
 from flayer.nn.params import shared_params, with_modules
 from flayer.protocol.aggregation import WeightedSum
+from flayer.protocol.replies import Collected
 from flayer.protocol.upload import TensorSpec, UploadSpec
 from flayer.results.record import RoundRecord
 
-if TYPE_CHECKING:
-    from flayer.protocol.rounds import RoundLoop
+# Before round 0: (the round's record, what each reply must hold, instruction config) -> the
+# accepted replies of every client (`RoundLoop.ask_every_client`)
+AskEveryClient = Callable[..., Collected]
 
 
 class MethodServer:
@@ -60,8 +61,7 @@ class MethodServer:
         """Whether every client must receive each new global model, evaluated or not."""
         return False
 
-    def prepare_round0(self, loop: RoundLoop, grid: Grid, rec: RoundRecord
-                       ) -> dict[str, np.ndarray]:
-        """An extra exchange before round 0's evaluation (its bytes count in round 0): the
-        arrays it adds to what the server holds (none by default)."""
+    def prepare_round0(self, ask: AskEveryClient, rec: RoundRecord) -> dict[str, np.ndarray]:
+        """An extra exchange before round 0's evaluation (`ask` every client; its bytes count
+        in round 0): the arrays it adds to what the server holds (none by default)."""
         return {}

@@ -4,6 +4,8 @@ sample-weighted mean of the reports, counted in round 0 and kept through aggrega
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -182,7 +184,8 @@ def test_global_mean_is_the_sample_weighted_mean_of_the_reports(strategy):
     grid = FakeGrid(replies)
     model_arrays = dict(strategy.global_arrays)
     rec = RoundRecord(round=0, model_version=0)
-    strategy.global_arrays.update(strategy.server.prepare_round0(strategy, grid, rec))
+    strategy.global_arrays.update(strategy.server.prepare_round0(
+        partial(strategy.ask_every_client, grid), rec))
     out = strategy.global_arrays
     expected = (10 * 1.0 + 30 * (4.0 + ramp)) / 40  # = 3.25 + 0.75 * ramp
     np.testing.assert_allclose(out[GLOBAL_MEAN], expected, rtol=1e-6)
@@ -200,7 +203,8 @@ def test_no_report_at_all_stops_the_run(strategy):
     grid = FakeGrid({100: reply(100, error="boom")})
     rec = RoundRecord(round=0, model_version=0)
     with pytest.raises(RuntimeError):
-        strategy.global_arrays.update(strategy.server.prepare_round0(strategy, grid, rec))
+        strategy.global_arrays.update(strategy.server.prepare_round0(
+        partial(strategy.ask_every_client, grid), rec))
     assert rec.failures == 4
 
 
