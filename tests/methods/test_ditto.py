@@ -157,9 +157,3 @@ def test_strategy_takes_every_tensor_in_full():
     glob = strategy.initial_global(model)
     assert set(strategy.upload_spec(glob)) == set(LayerMap(model).param_names)
     assert all(ts.kept is None for ts in strategy.upload_spec(glob).values())
-
-
-def test_default_settings_pass_their_check():
-    cfg = make_config("strategy=ditto")
-    assert (cfg.strategy.lam, cfg.strategy.personal_epochs) == (0.1, 1)
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

@@ -116,9 +116,3 @@ def test_bad_mu_is_a_config_error(mu):
     cfg = make_config("strategy=fedprox", f"strategy.mu={mu}")
     with pytest.raises(ConfigError, match="strategy.mu"):
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
-
-
-def test_default_mu():
-    cfg = make_config("strategy=fedprox")
-    assert cfg.strategy.mu == 0.01
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

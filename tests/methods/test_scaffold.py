@@ -246,9 +246,3 @@ def test_bad_server_lr_is_a_config_error(value):
     cfg = make_config("strategy=scaffold", f"strategy.server_lr={value}")
     with pytest.raises(ConfigError, match="strategy.server_lr"):
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
-
-
-def test_default_server_lr():
-    cfg = make_config("strategy=scaffold")
-    assert cfg.strategy.server_lr == 1.0
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

@@ -60,7 +60,7 @@ def test_defaults_pass(method):
 
 def test_every_method_with_settings_has_bad_cases():
     with_settings = {name for name in METHODS.names()
-                     if {f.name for f in fields(METHODS.get(name).config)} - {"name"}}
+                     if {f.name for f in fields(METHODS.get(name).settings)} - {"name"}}
     assert set(BAD) == with_settings
 
 
