@@ -51,7 +51,6 @@ Where PFLlib departs from the paper (the paper is followed here):
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import torch
@@ -60,11 +59,9 @@ from torch import nn
 from torch.func import functional_call
 
 from baselines.settings.apfl import APFLSettings
-from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import EvalResult, Terms
 from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
-from flayer.protocol.upload import Upload
 
 
 class APFLModel(nn.Module):
@@ -113,15 +110,8 @@ class APFLClient(ClientMethod):
         super().__init__(env, model)
         self.model = APFLModel(model, env.settings.alpha).to(env.device)
 
-    def kept(self) -> set[str]:
-        w_params = {f"w.{n}" for n, _ in self.model.w.named_parameters()}
-        return set(self.model.state_dict()) - w_params  # v, alpha, both models' statistics
-
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        load_params(self.model.w, global_arrays)
-
-    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
-        load_params(self.model.w, global_arrays)
+    # w (`net`) is shared whole: received and uploaded by the defaults
+    kept = ClientMethod.unshared  # v, alpha, both models' statistics
 
     @property
     def alpha(self) -> float:
@@ -141,18 +131,11 @@ class APFLClient(ClientMethod):
 
         stats = self.train_model(model, optimizer, version, loss_fn=apfl_loss,
                                  before_step=step_alpha)
-        terms = stats.mean_terms()
-        return FitResult(
-            upload=Upload(arrays=shared_params(model.w)),
-            num_examples=self.env.data.num_train,
-            train_loss=terms.get("global-loss", math.nan),
-            metrics={"personal-loss": terms.get("personal-loss", math.nan)},
-        )
+        return self.result(self.upload(), stats, loss="global-loss", with_terms=True)
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         result = self.evaluate_on(self.env.data.x_test, self.env.data.y_test)  # the mixture
         return result, {"alpha": self.alpha}
-
 
 
 register_method("apfl", APFLSettings, APFLClient)

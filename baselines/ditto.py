@@ -70,12 +70,8 @@ class DittoClient(ClientMethod):
         stats = self.train_model(w, self.optimizer(w), version)
         self.extra.update({W_BUFFER + n: b.detach().cpu().numpy().copy()
                            for n, b in w.named_buffers()})
-        return FitResult(
-            upload=Upload(arrays=shared_params(w)),
-            num_examples=self.env.data.num_train,
-            train_loss=stats.mean_loss,
-            metrics={"personal-loss": float(personal)},
-        )
+        return self.result(Upload(arrays=shared_params(w)), stats,
+                           metrics={"personal-loss": personal})
 
     def train_personal(self, global_arrays: dict[str, np.ndarray], version: int) -> float:
         """`personal_epochs` of SGD on v with the proximal pull toward w_received."""
@@ -98,7 +94,6 @@ class DittoClient(ClientMethod):
                 if stored is not None:
                     buf.copy_(torch.tensor(stored))
         return w
-
 
 
 register_method("ditto", DittoSettings, DittoClient)

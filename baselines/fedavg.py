@@ -16,9 +16,7 @@ from flayer.protocol.method import register_method
 class FedAvgClient(ClientMethod):
     """The base contract is FedAvg: receive = load, fit = train and upload everything."""
 
-    def kept(self) -> set[str]:
-        return self.buffers()  # every parameter comes from the global model
-
+    kept = ClientMethod.unshared  # the BatchNorm statistics: every parameter is shared
 
 
 register_method("fedavg", FedAvgSettings, FedAvgClient)

@@ -56,13 +56,10 @@ from torch import nn
 
 from baselines.fedper import body_names
 from baselines.settings.fedbabu import FedBABUSettings
-from flayer.nn.layers import features
-from flayer.nn.params import load_part, shared_params
+from flayer.nn.layers import LayerMap, features
 from flayer.nn.training import EvalResult, TrainStats, batches, only_trainable, train
 from flayer.protocol.client import ClientMethod, FitResult
 from flayer.protocol.method import register_method
-from flayer.protocol.server import MethodServer
-from flayer.protocol.upload import Upload
 
 FEATURE_BATCH = 128  # samples per forward pass for the features (faster than 512 on the CPU)
 
@@ -89,23 +86,19 @@ class FedBABUClient(ClientMethod):
 
     settings: FedBABUSettings
 
-    @property
-    def body(self) -> tuple[str, ...]:
-        return body_names(self.env.layers)
+    @classmethod
+    def shares(cls, settings: FedBABUSettings, layers: LayerMap) -> tuple[str, ...]:
+        return body_names(layers)
 
     def kept(self) -> set[str]:
         # the body comes from every global model, the head is the run's initial one
         return self.buffers()
 
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        load_part(self.model, global_arrays, self.body, "body")
-
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
-        with only_trainable(self.model, self.body) as trainable:
+        with only_trainable(self.model, self.shared) as trainable:
             optimizer = torch.optim.SGD(trainable.values(), lr=self.lr)
             stats = self.train_model(self.model, optimizer, version)
-        return FitResult(Upload(arrays=shared_params(self.model, self.body)),
-                         self.env.data.num_train, stats.mean_loss)
+        return self.result(self.upload(), stats)
 
     # ---- evaluation: fine-tune a copy of the head ------------------------------------------
     @torch.no_grad()
@@ -145,12 +138,4 @@ class FedBABUClient(ClientMethod):
         return self.evaluate_on(data.x_test, data.y_test, forward=forward), {}
 
 
-class FedBABUServer(MethodServer):
-    """Holds and averages only the body; the default upload declaration (every global tensor
-    in full) then asks each client for exactly the body."""
-
-    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        return shared_params(model, body_names(self.layers))
-
-
-register_method("fedbabu", FedBABUSettings, FedBABUClient, FedBABUServer)
+register_method("fedbabu", FedBABUSettings, FedBABUClient)

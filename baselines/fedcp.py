@@ -50,7 +50,7 @@ from torch import nn
 from baselines.settings.fedcp import FedCPSettings
 from flayer.config.schema import Config
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.params import shared_params
+from flayer.nn.params import load_modules, shared_params, with_modules
 from flayer.nn.training import EvalResult, Terms
 from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
@@ -67,10 +67,6 @@ def build_cpn(cfg: Config, width: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "fedcp-cpn"))
         return nn.Sequential(nn.Linear(width, 2 * width), nn.LayerNorm(2 * width), nn.ReLU())
-
-
-def cpn_arrays(cpn: nn.Module) -> dict[str, np.ndarray]:
-    return {CPN_PREFIX + k: v for k, v in shared_params(cpn).items()}
 
 
 def gaussian_kernel_sum(d2: torch.Tensor) -> torch.Tensor:
@@ -146,6 +142,7 @@ class FedCPModel(nn.Module):
 
     @torch.no_grad()
     def load_global(self, arrays: dict[str, np.ndarray]) -> None:
+        """The received extractor (into the model and its frozen copy) and global head."""
         net = dict(self.net.named_parameters())
         body = dict(self.global_body.named_parameters())
         for name in self.layers.body_params:
@@ -155,9 +152,6 @@ class FedCPModel(nn.Module):
         head = dict(self.global_head.named_parameters())
         for name, local in self._head_names().items():
             head[local].copy_(torch.as_tensor(arrays[name]))
-        cpn = dict(self.cpn.named_parameters())
-        for local, p in cpn.items():
-            p.copy_(torch.as_tensor(arrays[CPN_PREFIX + local]))
 
     @torch.no_grad()
     def update_context(self) -> None:
@@ -165,14 +159,15 @@ class FedCPModel(nn.Module):
         self.context.copy_(self.personal_head.weight.sum(dim=0))
 
     @torch.no_grad()
-    def upload_arrays(self) -> dict[str, np.ndarray]:
+    def global_part(self) -> dict[str, np.ndarray]:
+        """What goes up of the model: the extractor, and as the global head the mean of the
+        personal and the received global head."""
         net = shared_params(self.net)
         arrays = {n: net[n] for n in self.layers.body_params}
         personal = dict(self.personal_head.named_parameters())
         shared = dict(self.global_head.named_parameters())
         for name, local in self._head_names().items():
             arrays[name] = (0.5 * (personal[local] + shared[local])).cpu().numpy()
-        arrays.update(cpn_arrays(self.cpn))
         return arrays
 
 
@@ -193,13 +188,21 @@ class FedCPClient(ClientMethod):
         head = {f"net.{name}" for name in self.env.layers.head.params}
         return head | {"context"} | self.buffers()
 
+    def modules(self) -> dict[str, nn.Module]:
+        return {CPN_PREFIX: self.model.cpn}
+
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         # The personal head is kept; its (last trained) state sets the context.
-        self.model.load_global(global_arrays)
+        self.reload(global_arrays)
         self.model.update_context()
 
     def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
-        self.model.load_global(global_arrays)  # the context stays as the last receive set it
+        # the context stays as the last receive set it
+        self.model.load_global(global_arrays)
+        load_modules(self.modules(), global_arrays)
+
+    def upload(self) -> Upload:
+        return Upload(arrays=with_modules(self.model.global_part(), self.modules()))
 
     def loss(self, model: FedCPModel, x: torch.Tensor, y: torch.Tensor) -> Terms:
         h = model.features(x)
@@ -219,8 +222,7 @@ class FedCPClient(ClientMethod):
             stats = self.train_model(self.model, optimizer, version, loss_fn=self.loss)
         finally:
             self.model.noise = None
-        return FitResult(Upload(arrays=self.model.upload_arrays()), self.env.data.num_train,
-                         stats.mean_loss, metrics=stats.mean_terms())
+        return self.result(self.upload(), stats, with_terms=True)
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         self.model.noise = self.generator("fedcp-eval-gumbel", version)
@@ -236,13 +238,8 @@ class FedCPServer(MethodServer):
 
     settings: FedCPSettings
 
-    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        arrays = shared_params(model)
-        cpn = cpn_arrays(build_cpn(self.cfg, self.layers.feature_width(model)))
-        clash = set(arrays) & set(cpn)
-        if clash:
-            raise ValueError(f"model parameters {sorted(clash)} clash with FedCP's CPN names")
-        return {**arrays, **cpn}
+    def modules(self, model: nn.Module) -> dict[str, nn.Module]:
+        return {CPN_PREFIX: build_cpn(self.cfg, self.layers.feature_width(model))}
 
 
 register_method("fedcp", FedCPSettings, FedCPClient, FedCPServer)

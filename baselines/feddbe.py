@@ -41,7 +41,6 @@ from torch import nn
 
 from baselines.settings.feddbe import FedDBESettings
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import Terms
 from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
@@ -102,14 +101,9 @@ class FedDBEClient(ClientMethod):
         super().__init__(env, model)
         self.model = DBEModel(model, env.layers).to(env.device)
 
-    def kept(self) -> set[str]:
-        return {"bias"} | self.buffers()  # the running mean is kept among the extra arrays
-
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        self.reload(global_arrays)
-
-    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
-        load_params(self.model.net, {k: v for k, v in global_arrays.items() if k != GLOBAL_MEAN})
+    # the base model (`net`) is shared whole and the global mean is the server's own, so
+    # the defaults receive and upload; the running mean is kept among the extra arrays
+    kept = ClientMethod.unshared  # the bias and the BatchNorm statistics
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         if self.env.instructions.get(PHASE) == PHASE_MEAN:
@@ -131,12 +125,11 @@ class FedDBEClient(ClientMethod):
         stats = self.train_model(self.model, optimizer, version, loss_fn=loss_fn)
         if running.value is not None:
             self.extra[RUNNING_MEAN] = running.value.cpu().numpy()
-        return FitResult(Upload(arrays=shared_params(self.model.net)), self.env.data.num_train,
-                         stats.mean_loss, metrics=stats.mean_terms())
+        return self.result(self.upload(), stats, with_terms=True)
 
     def feature_mean(self, version: int) -> FitResult:
         """Round 0's phase: one epoch on a copy, no DBE terms; reply with the running mean."""
-        net = copy.deepcopy(self.model.net)
+        net = copy.deepcopy(self.net)
         layers = self.env.layers
         running = RunningMean(self.settings.momentum)
 
@@ -149,8 +142,7 @@ class FedDBEClient(ClientMethod):
                                  purpose="feddbe-mean", epochs=1, loss_fn=loss_fn)
         assert running.value is not None, "a client without training data"
         mean = running.value.cpu().numpy().astype(np.float32)
-        return FitResult(Upload(arrays={FEATURE_MEAN: mean}), self.env.data.num_train,
-                         stats.mean_loss)
+        return self.result(Upload(arrays={FEATURE_MEAN: mean}), stats)
 
 
 class FedDBEServer(MethodServer):
@@ -161,7 +153,7 @@ class FedDBEServer(MethodServer):
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
         self.width = self.layers.feature_width(model)
-        return shared_params(model)
+        return super().initial_global(model)
 
     def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:
         return {name: TensorSpec(tuple(arr.shape)) for name, arr in global_arrays.items()

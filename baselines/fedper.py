@@ -16,16 +16,10 @@ Settings (conf/strategy/fedper.yaml):
 
 from __future__ import annotations
 
-import numpy as np
-from torch import nn
-
 from baselines.settings.fedper import FedPerSettings
 from flayer.nn.layers import LayerMap
-from flayer.nn.params import load_part, shared_params
-from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.client import ClientMethod
 from flayer.protocol.method import register_method
-from flayer.protocol.server import MethodServer
-from flayer.protocol.upload import Upload
 
 
 def body_names(layers: LayerMap, personal_layers: int = 1) -> tuple[str, ...]:
@@ -41,42 +35,16 @@ def body_names(layers: LayerMap, personal_layers: int = 1) -> tuple[str, ...]:
 
 
 class FedPerClient(ClientMethod):
-    """Global body + personal head; trains everything, uploads the body."""
+    """Global body + personal head; trains everything, uploads the body (the defaults, given
+    what it shares)."""
 
     settings: FedPerSettings
 
-    @property
-    def body(self) -> tuple[str, ...]:
-        return body_names(self.env.layers, self.settings.personal_layers)
+    @classmethod
+    def shares(cls, settings: FedPerSettings, layers: LayerMap) -> tuple[str, ...]:
+        return body_names(layers, settings.personal_layers)
 
-    def kept(self) -> set[str]:
-        return (set(self.env.layers.param_names) - set(self.body)) | self.buffers()
-
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        load_part(self.model, global_arrays, self.body, "body")
-
-    def upload(self) -> Upload:
-        params = shared_params(self.model)
-        return Upload(arrays={n: params[n] for n in self.body})
-
-    def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
-        stats = self.train_model(self.model, self.optimizer(self.model), version)
-        return FitResult(self.upload(), self.env.data.num_train, stats.mean_loss)
+    kept = ClientMethod.unshared  # the personal head and the BatchNorm statistics
 
 
-class FedPerServer(MethodServer):
-    """Holds and averages only the body; the default upload declaration (every global tensor
-    in full) then asks each client for exactly the body."""
-
-    settings: FedPerSettings
-
-    @property
-    def body(self) -> tuple[str, ...]:
-        return body_names(self.layers, self.settings.personal_layers)
-
-    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        params = shared_params(model)
-        return {n: params[n] for n in self.body}
-
-
-register_method("fedper", FedPerSettings, FedPerClient, FedPerServer)
+register_method("fedper", FedPerSettings, FedPerClient)

@@ -36,11 +36,9 @@ import numpy as np
 
 from baselines.fedavg import FedAvgClient
 from baselines.settings.fedprox import FedProxSettings
-from flayer.nn.params import shared_params
 from flayer.nn.training import proximal_pull
 from flayer.protocol.client import FitResult
 from flayer.protocol.method import register_method
-from flayer.protocol.upload import Upload
 
 
 class FedProxClient(FedAvgClient):
@@ -54,9 +52,7 @@ class FedProxClient(FedAvgClient):
                 if mu != 0 else None)
         stats = self.train_model(self.model, self.optimizer(self.model), version,
                                  before_step=hook)
-        return FitResult(upload=Upload(arrays=shared_params(self.model)),
-                         num_examples=self.env.data.num_train, train_loss=stats.mean_loss)
-
+        return self.result(self.upload(), stats)
 
 
 register_method("fedprox", FedProxSettings, FedProxClient)

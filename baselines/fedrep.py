@@ -37,14 +37,14 @@ class FedRepClient(FedPerClient):
     settings: FedRepSettings
 
     def train_head(self, version: int) -> TrainStats:
-        head = set(self.env.layers.param_names) - set(self.body)
+        head = set(self.env.layers.param_names) - set(self.shared)
         with only_trainable(self.model, head) as trainable:
             optimizer = torch.optim.SGD(trainable.values(), lr=self.lr)
             return self.train_model(self.model, optimizer, version, purpose="head",
                                     epochs=self.settings.head_epochs)
 
     def train_body(self, version: int) -> TrainStats:
-        with only_trainable(self.model, self.body) as trainable:
+        with only_trainable(self.model, self.shared) as trainable:
             optimizer = torch.optim.SGD(trainable.values(), lr=self.lr)
             return self.train_model(self.model, optimizer, version, purpose="body",
                                     epochs=self.cfg.local_epochs)
@@ -52,9 +52,8 @@ class FedRepClient(FedPerClient):
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         head_stats = self.train_head(version)
         body_stats = self.train_body(version)
-        return FitResult(self.upload(), self.env.data.num_train, body_stats.mean_loss,
-                         metrics={"head-loss": head_stats.mean_loss})
-
+        return self.result(self.upload(), body_stats,
+                           metrics={"head-loss": head_stats.mean_loss})
 
 
 register_method("fedrep", FedRepSettings, FedRepClient)

@@ -47,11 +47,9 @@ from torch import nn
 
 from baselines.settings.fedrod import FedRoDSettings
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.params import load_params, shared_params
 from flayer.nn.training import Terms
 from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
-from flayer.protocol.upload import Upload
 
 
 def log_class_counts(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -97,14 +95,8 @@ class FedRoDClient(ClientMethod):
         super().__init__(env, model)
         self.model = RoDModel(model, env.layers).to(env.device)
 
-    def kept(self) -> set[str]:
-        return {f"personal.{n}" for n, _ in self.model.personal.named_parameters()} | self.buffers()
-
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        self.reload(global_arrays)
-
-    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
-        load_params(self.model.net, global_arrays)
+    # the base model (`net`) is shared whole: received and uploaded by the defaults
+    kept = ClientMethod.unshared  # the personal head and the BatchNorm statistics
 
     def loss(self, model: RoDModel, x: torch.Tensor, y: torch.Tensor,
              log_counts: torch.Tensor) -> Terms:
@@ -122,10 +114,7 @@ class FedRoDClient(ClientMethod):
         stats = self.train_model(
             self.model, optimizer, version,
             loss_fn=lambda model, x, y: self.loss(model, x, y, log_counts))
-        terms = stats.mean_terms()
-        return FitResult(Upload(arrays=shared_params(self.model.net)), data.num_train,
-                         terms["bsm-loss"], metrics={"personal-loss": terms["personal-loss"]})
-
+        return self.result(self.upload(), stats, loss="bsm-loss", with_terms=True)
 
 
 register_method("fedrod", FedRoDSettings, FedRoDClient)

@@ -79,12 +79,10 @@ from torch import nn
 from baselines.settings.gpfl import GPFLSettings
 from flayer.config.schema import Config
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.params import shared_params
 from flayer.nn.training import Terms
 from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.server import MethodServer
-from flayer.protocol.upload import Upload
 from flayer.util.seeding import derive_seed
 
 COV_PREFIX = "gpfl.cov."  # the CoV's arrays in the global model and the upload
@@ -108,11 +106,6 @@ def build_modules(cfg: Config, width: int, classes: int) -> tuple[ConditionalVal
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "gpfl-modules"))
         return ConditionalValve(width), nn.Embedding(classes, width)
-
-
-def module_arrays(cov: nn.Module, gce: nn.Module) -> dict[str, np.ndarray]:
-    return {**{COV_PREFIX + k: v for k, v in shared_params(cov).items()},
-            **{GCE_PREFIX + k: v for k, v in shared_params(gce).items()}}
 
 
 def conditional_inputs(table: torch.Tensor, proportions: torch.Tensor
@@ -169,15 +162,10 @@ class GPFLModel(nn.Module):
         """||V||_2 + ||C||_2."""
         return l2_norm(self.cov.parameters()) + l2_norm(self.gce.parameters())
 
-    # ---- exchange with the server -------------------------------------------------------
+    # ---- what a new global model sets ---------------------------------------------------
     @torch.no_grad()
-    def load_global(self, arrays: dict[str, np.ndarray]) -> None:
-        net = dict(self.net.named_parameters())
-        for name in self.layers.body_params:
-            net[name].copy_(torch.as_tensor(arrays[name]))
-        for prefix, module in ((COV_PREFIX, self.cov), (GCE_PREFIX, self.gce)):
-            for local, p in module.named_parameters():
-                p.copy_(torch.as_tensor(arrays[prefix + local]))
+    def freeze_table(self) -> None:
+        """C^: the received GCE table, fixed until the next global model."""
         self.gce_frozen.copy_(self.gce.weight)
 
     @torch.no_grad()
@@ -185,12 +173,6 @@ class GPFLModel(nn.Module):
         generic, personal = conditional_inputs(self.gce_frozen, proportions)
         self.generic_input.copy_(generic)
         self.personal_input.copy_(personal)
-
-    @torch.no_grad()
-    def upload_arrays(self) -> dict[str, np.ndarray]:
-        net = shared_params(self.net)
-        return {**{n: net[n] for n in self.layers.body_params},
-                **module_arrays(self.cov, self.gce)}
 
 
 class GPFLClient(ClientMethod):
@@ -205,11 +187,15 @@ class GPFLClient(ClientMethod):
         cov, gce = build_modules(self.cfg, width, env.layers.head_module(model).out_features)
         self.model = GPFLModel(model, env.layers, cov, gce).to(env.device)
 
-    def kept(self) -> set[str]:
-        # The personal head and the conditional inputs; extractor, CoV and GCE come from every
-        # global model.
-        head = {f"net.{name}" for name in self.env.layers.head.params}
-        return head | {"generic_input", "personal_input"} | self.buffers()
+    @classmethod
+    def shares(cls, settings: GPFLSettings, layers: LayerMap) -> tuple[str, ...]:
+        return layers.body_params  # the extractor; the head is personal
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {COV_PREFIX: self.model.cov, GCE_PREFIX: self.model.gce}
+
+    # the personal head, the conditional inputs and the BatchNorm statistics
+    kept = ClientMethod.unshared
 
     def proportions(self) -> torch.Tensor:
         """alpha_i (Eq. 6): the share of each class among the client's training labels."""
@@ -218,11 +204,13 @@ class GPFLClient(ClientMethod):
         return (counts / max(len(y), 1)).to(self.env.device)
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        self.model.load_global(global_arrays)
+        super().receive(global_arrays, version)  # the extractor, CoV and GCE
+        self.model.freeze_table()
         self.model.set_inputs(self.proportions())
 
     def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
-        self.model.load_global(global_arrays)  # the inputs stay as the last receive set them
+        super().reload(global_arrays)
+        self.model.freeze_table()  # the inputs stay as the last receive set them
 
     def loss(self, model: GPFLModel, x: torch.Tensor, y: torch.Tensor) -> Terms:
         f = model.features(x)
@@ -243,8 +231,7 @@ class GPFLClient(ClientMethod):
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr)
         stats = self.train_model(self.model, optimizer, version, loss_fn=self.loss)
-        return FitResult(Upload(arrays=self.model.upload_arrays()), self.env.data.num_train,
-                         stats.mean_loss, metrics=stats.mean_terms())
+        return self.result(self.upload(), stats, with_terms=True)
 
 
 class GPFLServer(MethodServer):
@@ -253,16 +240,10 @@ class GPFLServer(MethodServer):
 
     settings: GPFLSettings
 
-    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        params = shared_params(model)
-        body = {n: params[n] for n in self.layers.body_params}
+    def modules(self, model: nn.Module) -> dict[str, nn.Module]:
         classes = self.layers.head_module(model).out_features
         cov, gce = build_modules(self.cfg, self.layers.feature_width(model), classes)
-        modules = module_arrays(cov, gce)
-        clash = set(body) & set(modules)
-        if clash:
-            raise ValueError(f"model parameters {sorted(clash)} clash with GPFL's module names")
-        return {**body, **modules}
+        return {COV_PREFIX: cov, GCE_PREFIX: gce}
 
 
 register_method("gpfl", GPFLSettings, GPFLClient, GPFLServer)

@@ -28,17 +28,11 @@ Where the authors' code differs, we follow PFLlib, as every method here does:
 
 from __future__ import annotations
 
-import numpy as np
-from torch import nn
-
 from baselines.fedper import body_names
 from baselines.settings.lgfedavg import LGFedAvgSettings
 from flayer.nn.layers import LayerMap
-from flayer.nn.params import load_part, shared_params
-from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.client import ClientMethod
 from flayer.protocol.method import register_method
-from flayer.protocol.server import MethodServer
-from flayer.protocol.upload import Upload
 
 
 def global_names(layers: LayerMap, global_layers: int = 1) -> tuple[str, ...]:
@@ -49,40 +43,16 @@ def global_names(layers: LayerMap, global_layers: int = 1) -> tuple[str, ...]:
 
 
 class LGFedAvgClient(ClientMethod):
-    """Personal lower layers + global top layers; trains everything, uploads the top."""
+    """Personal lower layers + global top layers; trains everything, uploads the top (the
+    defaults, given what it shares)."""
 
     settings: LGFedAvgSettings
 
-    @property
-    def local(self) -> tuple[str, ...]:
-        """The lower layers: this client's own representation."""
-        return body_names(self.env.layers, self.settings.global_layers)
+    @classmethod
+    def shares(cls, settings: LGFedAvgSettings, layers: LayerMap) -> tuple[str, ...]:
+        return global_names(layers, settings.global_layers)
 
-    @property
-    def shared(self) -> tuple[str, ...]:
-        """The global layers: received, trained, uploaded."""
-        return global_names(self.env.layers, self.settings.global_layers)
-
-    def kept(self) -> set[str]:
-        return set(self.local) | self.buffers()
-
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        load_part(self.model, global_arrays, self.shared, "global layers")
-
-    def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
-        stats = self.train_model(self.model, self.optimizer(self.model), version)
-        return FitResult(Upload(arrays=shared_params(self.model, self.shared)),
-                         self.env.data.num_train, stats.mean_loss)
+    kept = ClientMethod.unshared  # the lower layers and the BatchNorm statistics
 
 
-class LGFedAvgServer(MethodServer):
-    """Holds and averages only the global layers; the default upload declaration (every global
-    tensor in full) then asks each client for exactly those."""
-
-    settings: LGFedAvgSettings
-
-    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        return shared_params(model, global_names(self.layers, self.settings.global_layers))
-
-
-register_method("lgfedavg", LGFedAvgSettings, LGFedAvgClient, LGFedAvgServer)
+register_method("lgfedavg", LGFedAvgSettings, LGFedAvgClient)

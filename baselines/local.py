@@ -15,44 +15,19 @@ and evaluates every client. No settings of its own.
 
 from __future__ import annotations
 
-import numpy as np
-from torch import nn
-
 from baselines.settings.local import LocalSettings
-from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.client import ClientMethod, FitResult
+from flayer.nn.layers import LayerMap
+from flayer.protocol.client import ClientMethod
 from flayer.protocol.method import register_method
-from flayer.protocol.server import MethodServer
-from flayer.protocol.upload import Upload, UploadSpec
 
 
 class LocalClient(ClientMethod):
-    """Keeps its whole model (the base default) and never takes anything from the server."""
+    """Shares nothing: the server holds nothing, nothing is received or uploaded, and the
+    client keeps its whole model (the base default)."""
 
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        """Nothing arrives: the client goes on with its own model."""
-
-    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
-        """Nothing to set again: every part of the model is the client's own."""
-
-    def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
-        stats = self.train_model(self.model, self.optimizer(self.model), version)
-        return FitResult(upload=Upload(arrays={}), num_examples=self.env.data.num_train,
-                         train_loss=stats.mean_loss)
+    @classmethod
+    def shares(cls, settings: LocalSettings, layers: LayerMap) -> tuple[str, ...]:
+        return ()
 
 
-class LocalServer(MethodServer):
-    """Holds nothing, expects an empty upload, and aggregates to nothing."""
-
-    def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        return {}
-
-    def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:
-        return {}
-
-    def aggregate_sums(self, total: WeightedSum, previous: dict[str, np.ndarray]
-                       ) -> dict[str, np.ndarray]:
-        return {}
-
-
-register_method("local", LocalSettings, LocalClient, LocalServer)
+register_method("local", LocalSettings, LocalClient)

@@ -49,11 +49,9 @@ from torch.func import functional_call
 
 from baselines.fedavg import FedAvgClient
 from baselines.settings.perfedavg import PerFedAvgSettings
-from flayer.nn.params import shared_params
 from flayer.nn.training import EvalResult, TrainStats, cross_entropy, train
 from flayer.protocol.client import FitResult
 from flayer.protocol.method import register_method
-from flayer.protocol.upload import Upload
 
 
 def halves(n: int) -> tuple[slice, slice]:
@@ -90,8 +88,7 @@ class PerFedAvgClient(FedAvgClient):
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         beta = self.settings.meta_rate(self.cfg)
         stats = self.train_meta(torch.optim.SGD(self.model.parameters(), lr=beta), version)
-        return FitResult(upload=Upload(arrays=shared_params(self.model)),
-                         num_examples=self.env.data.num_train, train_loss=stats.mean_loss)
+        return self.result(self.upload(), stats)
 
     def train_meta(self, optimizer: torch.optim.Optimizer, version: int) -> TrainStats:
         """The local epochs of two-step updates: the one training loop on batches of twice
@@ -121,7 +118,6 @@ class PerFedAvgClient(FedAvgClient):
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         model = self.adapted(version)
         return self.evaluate_on(self.env.data.x_test, self.env.data.y_test, model=model), {}
-
 
 
 register_method("perfedavg", PerFedAvgSettings, PerFedAvgClient)

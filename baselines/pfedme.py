@@ -143,7 +143,7 @@ class PFedMeClient(ClientMethod):
 
         stats = self.train_model(self.model, optimizer, version, loss_fn=loss_fn)
         upload = {n: t.detach().cpu().numpy().copy() for n, t in zip(names, w, strict=True)}
-        return FitResult(Upload(arrays=upload), self.env.data.num_train, stats.mean_loss)
+        return self.result(Upload(arrays=upload), stats)
 
 
 class PFedMeServer(MethodServer):

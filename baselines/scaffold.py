@@ -58,7 +58,7 @@ from torch import nn
 
 from baselines.fedavg import FedAvgClient
 from baselines.settings.scaffold import ScaffoldSettings
-from flayer.nn.params import load_params, shared_params
+from flayer.nn.params import shared_params
 from flayer.protocol.aggregation import WeightedSum
 from flayer.protocol.client import FitResult
 from flayer.protocol.method import register_method
@@ -105,12 +105,6 @@ class ScaffoldClient(FedAvgClient):
 
     settings: ScaffoldSettings
 
-    def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
-        load_params(self.model, model_part(global_arrays))
-
-    def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
-        self.receive(global_arrays, -1)  # every parameter comes from x again
-
     def own_control(self) -> dict[str, np.ndarray]:
         """c_i by parameter name: the kept one, zero before the client's first training."""
         return {n: self.extra.get(CLIENT_C + n, np.zeros(p.shape, dtype=np.float32))
@@ -134,8 +128,7 @@ class ScaffoldClient(FedAvgClient):
             new = option_two(c_i[name], c[name], x[name], y[name], steps[0], self.lr)
             upload[DELTA_C + name] = (new - c_i[name]) / np.float32(n)
             self.extra[CLIENT_C + name] = new
-        return FitResult(upload=Upload(arrays=upload), num_examples=n,
-                         train_loss=stats.mean_loss)
+        return self.result(Upload(arrays=upload), stats)
 
 
 class ScaffoldServer(MethodServer):
@@ -145,7 +138,7 @@ class ScaffoldServer(MethodServer):
     settings: ScaffoldSettings
 
     def initial_global(self, model: nn.Module) -> dict[str, np.ndarray]:
-        x = shared_params(model)
+        x = super().initial_global(model)
         return {**x, **{CONTROL + n: np.zeros_like(v) for n, v in x.items()}}
 
     def upload_spec(self, global_arrays: dict[str, np.ndarray]) -> UploadSpec:

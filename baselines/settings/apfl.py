@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,5 +17,4 @@ class APFLSettings(MethodSettings):
     alpha: float = 1.0
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0, "alpha",
-                     self.alpha, "must be in [0, 1]")
+        self.require_number("alpha", "[0, 1]")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flayer.config.schema import Config, MethodSettings
-from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
@@ -20,7 +18,6 @@ class DittoSettings(MethodSettings):
     personal_epochs: int = 1
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError("strategy.lam", self.lam, "must be a finite number >= 0")
-        if self.personal_epochs < 1:
-            raise ConfigError("strategy.personal_epochs", self.personal_epochs, "must be >= 1")
+        self.require_number("lam", ">= 0")
+        self.require(self.personal_epochs >= 1, "personal_epochs", self.personal_epochs,
+                     "must be >= 1")

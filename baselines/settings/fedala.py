@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,15 +25,12 @@ class FedAlaSettings(MethodSettings):
     def check(self, cfg: Config, layers: LayerMap) -> None:
         from flayer.protocol.rounds import SYNC_MODES
 
-        self.require(math.isfinite(self.eta_w) and self.eta_w > 0, "eta_w", self.eta_w,
-                     "must be a finite number > 0")
-        self.require(0 < self.rand_percent <= 100, "rand_percent", self.rand_percent,
-                     "must be in (0, 100]")
+        self.require_number("eta_w", "> 0")
+        self.require_number("rand_percent", "(0, 100]")
         self.require(1 <= self.P <= layers.num_tensors, "P", self.P,
                      f"must be in [1, {layers.num_tensors}] (parameter tensors of "
                      f"{cfg.model.name})")
-        self.require(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
-                     self.threshold, "must be a finite number > 0")
+        self.require_number("threshold", "> 0")
         self.require(self.num_pre_loss >= 2, "num_pre_loss", self.num_pre_loss,
                      "must be >= 2 (a std of one loss is always 0)")
         self.require(self.max_start_passes >= 1, "max_start_passes", self.max_start_passes,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flayer.config.schema import Config, MethodSettings
-from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
@@ -22,8 +20,6 @@ class FedCPSettings(MethodSettings):
     def check(self, cfg: Config, layers: LayerMap) -> None:
         from flayer.nn.layers import require_linear_head
 
-        if not (math.isfinite(self.lam) and self.lam >= 0):
-            raise ConfigError("strategy.lam", self.lam, "must be a finite number >= 0")
-        if not (math.isfinite(self.tau) and self.tau > 0):
-            raise ConfigError("strategy.tau", self.tau, "must be a finite number > 0")
+        self.require_number("lam", ">= 0")
+        self.require_number("tau", "> 0")
         require_linear_head(layers, cfg.model.name, "fedcp")

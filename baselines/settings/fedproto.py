@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,5 @@ class FedProtoSettings(MethodSettings):
     def check(self, cfg: Config, layers: LayerMap) -> None:
         from flayer.nn.layers import require_linear_head
 
-        self.require(math.isfinite(self.lamda) and self.lamda >= 0, "lamda", self.lamda,
-                     "must be a finite number >= 0")
+        self.require_number("lamda", ">= 0")
         require_linear_head(layers, cfg.model.name, "fedproto")

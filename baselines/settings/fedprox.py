@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,5 +17,4 @@ class FedProxSettings(MethodSettings):
     mu: float = 0.01
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.mu) and self.mu >= 0, "mu", self.mu,
-                     "must be a finite number >= 0 (0 is FedAvg)")
+        self.require_number("mu", ">= 0", note="0 is FedAvg")

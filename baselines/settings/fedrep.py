@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from baselines.settings.fedper import FedPerSettings
 from flayer.config.schema import Config
-from flayer.util.errors import ConfigError
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
@@ -20,5 +19,4 @@ class FedRepSettings(FedPerSettings):
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
         super().check(cfg, layers)
-        if self.head_epochs < 1:
-            raise ConfigError("strategy.head_epochs", self.head_epochs, "must be >= 1")
+        self.require(self.head_epochs >= 1, "head_epochs", self.head_epochs, "must be >= 1")

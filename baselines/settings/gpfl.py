@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,8 +20,6 @@ class GPFLSettings(MethodSettings):
     def check(self, cfg: Config, layers: LayerMap) -> None:
         from flayer.nn.layers import require_linear_head
 
-        self.require(math.isfinite(self.lam) and self.lam >= 0, "lam", self.lam,
-                     "must be a finite number >= 0")
-        self.require(math.isfinite(self.mu) and self.mu >= 0, "mu", self.mu,
-                     "must be a finite number >= 0")
+        self.require_number("lam", ">= 0")
+        self.require_number("mu", ">= 0")
         require_linear_head(layers, cfg.model.name, "gpfl")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,8 +17,7 @@ class PerFedAvgSettings(MethodSettings):
     beta: float | None = None
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(self.beta is None or (math.isfinite(self.beta) and self.beta > 0), "beta",
-                     self.beta, "must be null (the run's learning rate) or a finite number > 0")
+        self.require_number("beta", "> 0", null="the run's learning rate")
 
     def meta_rate(self, cfg: Config) -> float:
         """beta: the setting, else the run's learning rate."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,12 +21,9 @@ class PFedMeSettings(MethodSettings):
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
         self.require(self.K >= 1, "K", self.K, "must be an integer >= 1")
-        self.require(math.isfinite(self.p_learning_rate) and self.p_learning_rate > 0,
-                     "p_learning_rate", self.p_learning_rate, "must be a finite number > 0")
-        self.require(math.isfinite(self.lamda) and self.lamda > 0, "lamda", self.lamda,
-                     "must be a finite number > 0")
-        self.require(math.isfinite(self.beta) and self.beta > 0, "beta", self.beta,
-                     "must be a finite number > 0 (1 = the plain mean)")
+        self.require_number("p_learning_rate", "> 0")
+        self.require_number("lamda", "> 0")
+        self.require_number("beta", "> 0", note="1 = the plain mean")
         self.require(self.p_learning_rate * self.lamda < 2, "p_learning_rate",
                      self.p_learning_rate, f"p_learning_rate * lamda (lamda={self.lamda}) "
                      "must be < 2, else the proximal step on theta diverges")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,5 +17,4 @@ class ScaffoldSettings(MethodSettings):
     server_lr: float = 1.0
 
     def check(self, cfg: Config, layers: LayerMap) -> None:
-        self.require(math.isfinite(self.server_lr) and self.server_lr > 0, "server_lr",
-                     self.server_lr, "must be a finite number > 0")
+        self.require_number("server_lr", "> 0")

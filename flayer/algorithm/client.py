@@ -11,7 +11,7 @@ from flayer.algorithm.initialization import mix_into
 from flayer.algorithm.rates import adapt_rates, initial_rates
 from flayer.algorithm.settings import Constants, FlayerSettings, constants, reference
 from flayer.nn.layers import LayerMap
-from flayer.nn.params import load_params, shared_params
+from flayer.nn.params import shared_params
 from flayer.nn.training import EvalResult, only_trainable
 from flayer.protocol.client import ClientMethod, FitResult
 from flayer.protocol.upload import Upload
@@ -49,7 +49,7 @@ class FlayerClient(ClientMethod):
 
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         if not self.settings.local_init:
-            load_params(self.model, global_arrays)
+            super().receive(global_arrays, version)
             return
         top = self.layers.top_p(self.constants.P)
         a = float(self.meta.get("a_k", 0.0))
@@ -88,8 +88,7 @@ class FlayerClient(ClientMethod):
                                          self.settings.reference_quirks)
                 if mask is not None:
                     masks[name] = mask
-        return FitResult(Upload(arrays=after, masks=masks), self.env.data.num_train,
-                         stats.mean_loss)
+        return self.result(Upload(arrays=after, masks=masks), stats)
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         data = self.env.data

@@ -73,8 +73,7 @@ class FlayerSettings(MethodSettings):
                      f"must be one of {', '.join(SYNC_MODES)}")
         self.require(self.accuracy_source in ("test", "val"), "accuracy_source",
                      self.accuracy_source, "must be test or val")
-        self.require(0 < self.val_fraction < 1, "val_fraction", self.val_fraction,
-                     "must be in (0, 1)")
+        self.require_number("val_fraction", "(0, 1)")
         k = constants(cfg, self, layers)
         self.require(1 <= k.P <= layers.num_tensors, "P", k.P,
                      f"must be in [1, {layers.num_tensors}] (parameter tensors of "

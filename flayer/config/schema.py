@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,21 @@ from flayer.util.errors import require
 
 if TYPE_CHECKING:
     from flayer.nn.layers import LayerMap
+
+
+def within(value: Any, bounds: str) -> bool:
+    """Whether value is a finite number within `bounds`: "> a", ">= a", or an interval
+    "(a, b)", "(a, b]", "[a, b)", "[a, b]"."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    if bounds[0] in "([":
+        low, high = (float(x) for x in bounds[1:-1].split(","))
+        above = low < value if bounds[0] == "(" else low <= value
+        return above and (value < high if bounds[-1] == ")" else value <= high)
+    op, limit = bounds.split()
+    if op not in (">", ">="):
+        raise ValueError(f"bounds {bounds!r}: not > a, >= a or an interval")
+    return value > float(limit) if op == ">" else value >= float(limit)
 
 
 @dataclass
@@ -25,6 +41,18 @@ class MethodSettings:
     def require(self, ok: bool, key: str, value: Any, allowed: str) -> None:
         """ConfigError naming `strategy.<key>` unless ok: one line per rule in `check`."""
         require(ok, f"strategy.{key}", value, allowed)
+
+    def require_number(self, key: str, bounds: str, *, null: str | None = None,
+                       note: str = "") -> None:
+        """ConfigError naming `strategy.<key>` unless the setting is a finite number within
+        `bounds` ("> 0", ">= 0" or an interval such as "(0, 1]"), or null where `null` says
+        what null stands for; `note` follows the rule in the message."""
+        value = getattr(self, key)
+        rule = f"in {bounds}" if bounds[0] in "([" else f"a finite number {bounds}"
+        if null is not None:
+            rule = f"null ({null}) or {rule}"
+        self.require((null is not None and value is None) or within(value, bounds), key, value,
+                     f"must be {rule}" + (f" ({note})" if note else ""))
 
     def summary_fields(self) -> dict[str, Any]:
         """Settings of this method that a run's summary.json shows next to the run-wide ones

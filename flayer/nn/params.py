@@ -27,13 +27,21 @@ def load_params(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def load_part(model: nn.Module, arrays: Mapping[str, np.ndarray], names: Collection[str],
-              part: str) -> None:
-    """Load global arrays that must be exactly the named part of the model (for methods whose
-    server holds a part only): anything else arriving would overwrite what the client keeps,
-    a bug worth stopping for."""
-    if set(arrays) != set(names):
-        raise ValueError(f"global arrays {sorted(arrays)} are not the {part} {sorted(names)}")
-    load_params(model, arrays)
+              skip: Collection[str] = ()) -> None:
+    """Set the model's named parameters, but those in `skip`, from the arrays. Every named one
+    must be there, and no array may name another of the model's parameters: it would overwrite
+    what the client keeps, a bug worth stopping for. Arrays that name no parameter of the model
+    (an extra module's, the server's own) are not the model's to load."""
+    params = {n for n, _ in model.named_parameters()}
+    shared = set(names)
+    foreign = sorted((set(arrays) & params) - shared)
+    if foreign:
+        raise ValueError(f"the global model holds {foreign}: parameters this method does not "
+                         "share")
+    missing = sorted(shared - set(arrays))
+    if missing:
+        raise ValueError(f"the global model lacks the shared parameters {missing}")
+    load_params(model, {n: arrays[n] for n in names if n not in skip})
 
 
 def module_arrays(modules: Mapping[str, nn.Module]) -> dict[str, np.ndarray]:

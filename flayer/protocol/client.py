@@ -7,6 +7,8 @@ evaluate, and stores what it keeps back. A method overrides only what it changes
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,7 +19,7 @@ from torch import nn
 from flayer.config.schema import Config, MethodSettings
 from flayer.data.federated import ClientData
 from flayer.nn.layers import LayerMap
-from flayer.nn.params import load_params, shared_params
+from flayer.nn.params import load_modules, load_part, shared_params, with_modules
 from flayer.nn.training import EvalResult, TrainStats, evaluate, train
 from flayer.protocol.upload import Upload
 from flayer.util.seeding import torch_generator
@@ -57,6 +59,17 @@ class ClientMethod:
     `fit` or `evaluate`, and stores `state()` back. `meta` and `extra` belong to the method
     alone (the app keeps its own bookkeeping apart). Subclasses override only what their
     method changes.
+
+    What travels is said once, and the defaults follow from it:
+      `shares`   the model parameters that travel (classmethod; every parameter by default).
+                 The server holds them (`MethodServer.initial_global`), `receive` and
+                 `reload` load them (`load_shared`), `upload` sends them.
+      `modules`  extra modules exchanged beside them (none by default), under their arrays'
+                 prefixes; the server builds its own copies (`MethodServer.modules`).
+      `kept`     what the client keeps across rounds: the whole model by default;
+                 `kept = ClientMethod.unshared` keeps exactly what no global model sets.
+    Names are those of `net`, the run's model as handed in; a method that wraps it in a model
+    of its own (`self.model`) still shares and keeps by those names.
     """
 
     #: names of the extra train metrics every fit reports (FitResult.metrics), beyond
@@ -80,8 +93,48 @@ class ClientMethod:
         self.cfg = env.cfg
         self.settings = env.settings
         self.model = model.to(env.device)
+        self.net = self.model  # the network `shares` names, inside self.model if wrapped
         self.meta: Meta = {}
         self.extra: dict[str, np.ndarray] = {}
+
+    # ---- what travels ------------------------------------------------------------------------
+    @property
+    def shared(self) -> tuple[str, ...]:
+        """The parameter names this method shares (`shares`) for this client's model."""
+        return type(self).shares(self.settings, self.env.layers)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Extra modules exchanged beside the shared parameters, by the prefix of their
+        arrays' names, as the server's `MethodServer.modules` names them (none by default)."""
+        return {}
+
+    def load_shared(self, global_arrays: dict[str, np.ndarray], skip: Collection[str] = ()
+                    ) -> None:
+        """Set the shared parameters and the extra modules from the global arrays, but the
+        parts of the model named in `skip`; a global array naming a parameter the method does
+        not share is refused (it would overwrite what the client keeps)."""
+        prefix = self._prefix(self.net)
+        load_part(self.net, global_arrays, self.shared,
+                  skip={n for n in self.shared if prefix + n in skip})
+        load_modules(self.modules(), global_arrays)
+
+    def upload(self) -> Upload:
+        """The shared parameters and the extra modules, in full."""
+        return Upload(arrays=with_modules(shared_params(self.net, self.shared), self.modules()))
+
+    def unshared(self) -> set[str]:
+        """The parts of the model no global model sets: all but the shared parameters and the
+        extra modules' (`kept = ClientMethod.unshared` keeps them)."""
+        received = {self._prefix(self.net) + n for n in self.shared}
+        for module in self.modules().values():
+            prefix = self._prefix(module)
+            received |= {prefix + n for n, _ in module.named_parameters()}
+        return set(self.model.state_dict()) - received
+
+    def _prefix(self, module: nn.Module) -> str:
+        """How `self.model.state_dict()` prefixes the names of `module`, a part of it."""
+        name = next(n for n, m in self.model.named_modules() if m is module)
+        return f"{name}." if name else ""
 
     # ---- personal state ------------------------------------------------------------------
     def kept(self) -> set[str]:
@@ -116,18 +169,17 @@ class ClientMethod:
     def reload(self, global_arrays: dict[str, np.ndarray]) -> None:
         """The client is already set up from this global model version: set the parts of the
         model it does not keep from the global arrays again, as `receive` did."""
-        kept = self.kept()
-        load_params(self.model, {n: v for n, v in global_arrays.items() if n not in kept})
+        self.load_shared(global_arrays, skip=self.kept())
 
     # ---- the method ------------------------------------------------------------------------
     def receive(self, global_arrays: dict[str, np.ndarray], version: int) -> None:
         """A new global model arrived: set up the model this client will use."""
-        load_params(self.model, global_arrays)
+        self.load_shared(global_arrays)
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         """Local training; returns what to upload."""
         stats = self.train_model(self.model, self.optimizer(self.model), version)
-        return self.result(Upload(arrays=shared_params(self.model)), stats)
+        return self.result(self.upload(), stats)
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         """The personalized model (set up from global model `version`) on the client's test
@@ -135,17 +187,18 @@ class ClientMethod:
         return self.evaluate_on(self.env.data.x_test, self.env.data.y_test), {}
 
     # ---- helpers for subclasses -----------------------------------------------------------
-    @property
-    def shared(self) -> tuple[str, ...]:
-        """The parameter names this method shares (`shares`) for this client's model."""
-        return type(self).shares(self.settings, self.env.layers)
-
-    def result(self, upload: Upload, stats: TrainStats, with_terms: bool = False
+    def result(self, upload: Upload, stats: TrainStats, *, with_terms: bool = False,
+               loss: str | None = None, metrics: dict[str, float] | None = None
                ) -> FitResult:
-        """The fit result of training that gave `stats`: weighted by the client's training
-        samples; with `with_terms`, the loss terms' means as the extra train metrics."""
-        return FitResult(upload, self.env.data.num_train, stats.mean_loss,
-                         metrics=stats.mean_terms() if with_terms else None)
+        """The fit result of training that gave `stats`, weighted by the client's training
+        samples. Its train loss is the training objective's mean, or with `loss` that loss
+        term's mean; with `with_terms` the extra train metrics (`train_metrics`) are the loss
+        terms' means; `metrics` gives them otherwise."""
+        terms = stats.mean_terms() if with_terms or loss else {}
+        if with_terms:
+            metrics = {name: terms.get(name, math.nan) for name in self.train_metrics}
+        train_loss = stats.mean_loss if loss is None else terms.get(loss, math.nan)
+        return FitResult(upload, self.env.data.num_train, train_loss, metrics=metrics)
 
     @property
     def lr(self) -> float:

@@ -212,12 +212,6 @@ def test_strategy_takes_every_tensor_in_full():
 
 
 # ---- settings -----------------------------------------------------------------------------------
-def test_default_settings_pass_their_check():
-    cfg = make_config("strategy=apfl")
-    assert cfg.strategy.alpha == 1.0
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
-
-
 @pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])
 def test_a_bad_alpha_is_refused_by_name(value):
     cfg = make_config("strategy=apfl", f"strategy.alpha={value}")

@@ -159,11 +159,5 @@ def test_strategy_takes_every_tensor_in_full():
     assert all(ts.kept is None for ts in strategy.upload_spec(glob).values())
 
 
-def test_default_settings_pass_their_check():
-    cfg = make_config("strategy=ditto")
-    assert (cfg.strategy.lam, cfg.strategy.personal_epochs) == (0.1, 1)
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
-
-
 # What strategy=ditto refuses, each by its setting's name (tests/unit/test_settings.py)
 BAD_SETTINGS = {"ditto": ["strategy.lam=-0.1", "strategy.lam=inf", "strategy.personal_epochs=0"]}

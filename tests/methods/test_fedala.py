@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from baselines.fedala import PASSES, STARTED, WEIGHT, FedAlaClient
-from flayer.nn.layers import LayerMap
 from flayer.nn.models import build_model
 from flayer.nn.params import load_params, shared_params
 from tests.helpers import FMNIST_SPEC, make_config, server_for
@@ -155,14 +154,6 @@ def test_fit_uploads_the_whole_model_and_every_client_syncs():
     strategy = server_for(cfg, client.env.layers)
     assert strategy.sync_every_round()
     assert set(strategy.upload_spec(g0)) == set(g0)
-
-
-def test_default_settings_are_pfllibs_and_pass_their_check():
-    cfg = make_config("strategy=fedala")
-    st = cfg.strategy
-    assert (st.eta_w, st.rand_percent, st.P, st.threshold, st.num_pre_loss) == (
-        1.0, 80, 2, 0.1, 10)
-    st.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
 
 
 # What strategy=fedala refuses, each by its setting's name (tests/unit/test_settings.py)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.fedcp import CPN_PREFIX, FedCPClient, FedCPSettings, mmd
+from baselines.fedcp import CPN_PREFIX, FedCPClient, mmd
 from flayer.nn.layers import LayerMap
 from flayer.nn.models import build_model
 from flayer.nn.params import shared_params
@@ -192,11 +192,6 @@ def test_strategy_averages_the_uploaded_heads_sample_weighted():
     out = strategy.aggregate_sums(WeightedSum.of([ones, fours]), glob)
     np.testing.assert_allclose(out["fc.weight"], 3.25)
     np.testing.assert_allclose(out[CPN_PREFIX + "0.weight"], 3.25)
-
-
-def test_defaults():
-    st = FedCPSettings()
-    assert (st.lam, st.tau) == (1.0, 1.0)
 
 
 # What strategy=fedcp refuses, each by its setting's name (tests/unit/test_settings.py)

@@ -18,7 +18,6 @@ from baselines.feddbe import (
     PHASE_MEAN,
     RUNNING_MEAN,
     FedDBEClient,
-    FedDBESettings,
 )
 from flayer.nn.layers import features
 from flayer.nn.models import build_model
@@ -219,11 +218,6 @@ def test_global_mean_is_never_uploaded_and_survives_aggregation(strategy):
     out = strategy.server.aggregate_sums(WeightedSum.of([ones, fours]), held)
     np.testing.assert_array_equal(out[GLOBAL_MEAN], g)
     np.testing.assert_allclose(out["fc.weight"], 3.25)
-
-
-def test_defaults():
-    st = FedDBESettings()
-    assert (st.momentum, st.kappa) == (0.1, 50.0)
 
 
 # What strategy=feddbe refuses, each by its setting's name (tests/unit/test_settings.py)

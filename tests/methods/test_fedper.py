@@ -13,7 +13,7 @@ from flayer.nn.layers import LayerMap
 from flayer.nn.models import build_model
 from flayer.nn.params import shared_params
 from flayer.protocol import keys
-from tests.helpers import FMNIST_SPEC, make_config, server_for
+from tests.helpers import FMNIST_SPEC, loop_for, make_config
 from tests.helpers import make_client as build_client
 from tests.localgrid import RecordingGrid, run_local
 
@@ -45,7 +45,7 @@ def make_client(kind: str = "cnn", *overrides: str) -> FedPerClient:
 
 
 def split(client: FedPerClient) -> tuple[set[str], set[str]]:
-    body = set(client.body)
+    body = set(client.shared)
     return body, set(client.env.layers.param_names) - body
 
 
@@ -62,13 +62,12 @@ def test_strategy_holds_sends_and_declares_only_the_body(personal):
     cfg = make_config("strategy=fedper", f"strategy.personal_layers={personal}")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    strategy = server_for(cfg, layers)
-    strategy.set_initial(model)
-    sent = strategy.global_arrays
+    loop = loop_for(cfg, model)
+    sent = loop.global_arrays
     expected = [n for layer in layers.layers[:-personal] for n in layer.params]
     assert sorted(sent) == sorted(expected)
     assert not set(layers.head.params) & set(sent)
-    assert sorted(strategy.upload_spec(sent)) == sorted(expected)
+    assert sorted(loop.server.upload_spec(sent)) == sorted(expected)
     params = shared_params(model)
     for name in expected:
         np.testing.assert_array_equal(sent[name], params[name])
@@ -96,7 +95,7 @@ def test_receive_loads_the_body_and_keeps_the_head(kind):
 
 def test_receive_refuses_a_global_model_that_carries_the_head():
     client = make_client()
-    with pytest.raises(ValueError, match="body"):
+    with pytest.raises(ValueError, match="does not share"):
         client.receive(shared_params(client.model), version=1)
 
 

@@ -18,7 +18,6 @@ from baselines.fedproto import (
     PROTOTYPES,
     SUMS,
     FedProtoClient,
-    FedProtoSettings,
     global_prototypes,
     prototype_logits,
     prototype_regularizer,
@@ -272,10 +271,6 @@ def test_bad_settings_are_refused():
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16))
     with pytest.raises(ConfigError, match="not one Linear head"):
         cfg.strategy.check(cfg, LayerMap(model))
-
-
-def test_defaults():
-    assert FedProtoSettings().lamda == 1.0
 
 
 # What strategy=fedproto refuses, each by its setting's name (tests/unit/test_settings.py)

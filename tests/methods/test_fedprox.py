@@ -118,11 +118,5 @@ def test_bad_mu_is_a_config_error(mu):
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
 
 
-def test_default_mu():
-    cfg = make_config("strategy=fedprox")
-    assert cfg.strategy.mu == 0.01
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
-
-
 # What strategy=fedprox refuses, each by its setting's name (tests/unit/test_settings.py)
 BAD_SETTINGS = {"fedprox": ["strategy.mu=-0.1", "strategy.mu=inf"]}

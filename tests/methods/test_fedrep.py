@@ -12,7 +12,7 @@ from flayer.nn.layers import LayerMap
 from flayer.nn.models import build_model
 from flayer.nn.params import shared_params
 from flayer.protocol import keys
-from tests.helpers import FMNIST_SPEC, make_config, server_for
+from tests.helpers import FMNIST_SPEC, loop_for, make_config
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local
 from tests.methods.test_fedper import make_model
@@ -24,7 +24,7 @@ def make_client(kind: str = "cnn", *overrides: str) -> FedRepClient:
 
 
 def split(client: FedRepClient) -> tuple[set[str], set[str]]:
-    body = set(client.body)
+    body = set(client.shared)
     return body, set(client.env.layers.param_names) - body
 
 
@@ -105,10 +105,9 @@ def test_strategy_holds_and_declares_only_the_body():
     cfg = make_config("strategy=fedrep")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    strategy = server_for(cfg, layers)
-    strategy.set_initial(model)
-    assert sorted(strategy.global_arrays) == sorted(layers.body_params)
-    assert sorted(strategy.upload_spec(strategy.global_arrays)) == sorted(layers.body_params)
+    loop = loop_for(cfg, model)
+    assert sorted(loop.global_arrays) == sorted(layers.body_params)
+    assert sorted(loop.server.upload_spec(loop.global_arrays)) == sorted(layers.body_params)
 
 
 def test_two_rounds_through_the_apps_upload_only_the_body(fake_fmnist, cache_dir):
@@ -124,12 +123,6 @@ def test_two_rounds_through_the_apps_upload_only_the_body(fake_fmnist, cache_dir
     w = f"model/{layers.head.params[0]}"
     heads = [ctx.state[keys.STATE_ARRAYS][w].numpy() for ctx in grid.contexts.values()]
     assert not any(np.allclose(heads[i], heads[j]) for i in range(3) for j in range(i + 1, 3))
-
-
-def test_defaults_pass_the_check():
-    cfg = make_config("strategy=fedrep")
-    assert cfg.strategy.head_epochs == 1 and cfg.strategy.personal_layers == 1
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
 
 
 # What strategy=fedrep refuses, each by its setting's name (tests/unit/test_settings.py)

@@ -15,7 +15,6 @@ from torch import nn
 
 from baselines.fedrod import (
     FedRoDClient,
-    FedRoDSettings,
     balanced_softmax_loss,
     log_class_counts,
 )
@@ -200,8 +199,7 @@ def test_server_averages_the_base_model_sample_weighted():
     cfg = make_config("strategy=fedrod")
     model = build_model(cfg, FMNIST_SPEC)
     strategy = server_for(cfg, LayerMap(model))
-    strategy.set_initial(model)
-    glob = strategy.global_arrays
+    glob = strategy.initial_global(model)
     assert set(glob) == set(LayerMap(model).param_names)  # body and generic head
     ones = Contribution(10, {k: np.ones_like(v) for k, v in glob.items()})
     fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in glob.items()})
@@ -215,7 +213,3 @@ def test_a_head_that_is_not_linear_is_refused():
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16))
     with pytest.raises(ConfigError, match="not one Linear head"):
         cfg.strategy.check(cfg, LayerMap(model))
-
-
-def test_no_settings():
-    assert set(vars(FedRoDSettings())) == {"name"}

@@ -17,7 +17,6 @@ from baselines.gpfl import (
     COV_PREFIX,
     GCE_PREFIX,
     GPFLClient,
-    GPFLSettings,
     angle_loss,
     conditional_inputs,
     magnitude_loss,
@@ -367,13 +366,6 @@ def test_a_head_that_is_not_linear_is_refused():
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16))
     with pytest.raises(ConfigError, match="not one Linear head"):
         cfg.strategy.check(cfg, LayerMap(model))
-
-
-def test_defaults():
-    st = GPFLSettings()
-    assert (st.lam, st.mu) == (0.01, 0.1)
-    cfg = make_config("strategy=gpfl")
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
 
 
 # What strategy=gpfl refuses, each by its setting's name (tests/unit/test_settings.py)

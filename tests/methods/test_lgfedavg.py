@@ -15,7 +15,7 @@ from flayer.nn.params import shared_params
 from flayer.protocol import keys
 from flayer.protocol.aggregation import Contribution, WeightedSum
 from flayer.util.errors import ConfigError
-from tests.helpers import FMNIST_SPEC, make_config, server_for
+from tests.helpers import FMNIST_SPEC, loop_for, make_config, server_for
 from tests.helpers import make_client as build_client
 from tests.localgrid import run_local
 from tests.methods.test_fedper import make_model
@@ -28,7 +28,8 @@ def make_client(kind: str = "cnn", *overrides: str) -> LGFedAvgClient:
 
 def split(client: LGFedAvgClient) -> tuple[set[str], set[str]]:
     """(local lower layers, global top layers)"""
-    return set(client.local), set(client.shared)
+    shared = set(client.shared)
+    return set(client.env.layers.param_names) - shared, shared
 
 
 def test_global_layers_are_the_top_layers_fedper_keeps():
@@ -46,13 +47,12 @@ def test_strategy_holds_sends_and_declares_only_the_global_layers(top):
     cfg = make_config("strategy=lgfedavg", f"strategy.global_layers={top}")
     model = build_model(cfg, FMNIST_SPEC)
     layers = LayerMap(model)
-    strategy = server_for(cfg, layers)
-    strategy.set_initial(model)
-    sent = strategy.global_arrays
+    loop = loop_for(cfg, model)
+    sent = loop.global_arrays
     expected = [n for layer in layers.layers[-top:] for n in layer.params]
     assert sorted(sent) == sorted(expected)
     assert not set(layers.layers[0].params) & set(sent)  # the lowest layer never
-    assert sorted(strategy.upload_spec(sent)) == sorted(expected)
+    assert sorted(loop.server.upload_spec(sent)) == sorted(expected)
     params = shared_params(model)
     for name in expected:
         np.testing.assert_array_equal(sent[name], params[name])
@@ -62,8 +62,7 @@ def test_server_takes_the_sample_weighted_mean_of_the_heads():
     cfg = make_config("strategy=lgfedavg")
     model = build_model(cfg, FMNIST_SPEC)
     strategy = server_for(cfg, LayerMap(model))
-    strategy.set_initial(model)
-    held = strategy.global_arrays
+    held = strategy.initial_global(model)
     ones = Contribution(10, {k: np.ones_like(v) for k, v in held.items()})
     fours = Contribution(30, {k: np.full_like(v, 4.0) for k, v in held.items()})
     out = strategy.aggregate_sums(WeightedSum.of([ones, fours]), held)
@@ -94,7 +93,7 @@ def test_receive_loads_the_head_and_keeps_the_own_body(kind):
 
 def test_receive_refuses_a_global_model_that_carries_the_body():
     client = make_client()
-    with pytest.raises(ValueError, match="global layers"):
+    with pytest.raises(ValueError, match="does not share"):
         client.receive(shared_params(client.model), version=1)
 
 
@@ -153,9 +152,7 @@ def test_global_layers_out_of_range_is_a_config_error(bad):
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
 
 
-def test_defaults_pass_the_check():
-    cfg = make_config("strategy=lgfedavg")
-    assert cfg.strategy.global_layers == 1
+def test_allowed_global_layers_pass_the_check():
     for value in (1, 3):
         cfg = make_config("strategy=lgfedavg", f"strategy.global_layers={value}")
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import MessageType
 
@@ -47,9 +48,11 @@ def test_the_whole_model_is_kept_and_nothing_received_changes_it():
     client.fit({}, version=0)
     own = {k: v.clone() for k, v in client.model.state_dict().items()}
     assert client.kept() == set(own)
+    client.receive({}, version=1)
+    client.reload({})
     strange = {n: np.full_like(v, 7.0) for n, v in shared_params(client.model).items()}
-    client.receive(strange, version=1)
-    client.reload(strange)
+    with pytest.raises(ValueError, match="does not share"):  # a server sending a model
+        client.receive(strange, version=2)
     for k, v in client.model.state_dict().items():
         torch.testing.assert_close(v, own[k], rtol=0, atol=0)
     # the state holds the whole model and restores it
@@ -128,9 +131,3 @@ def test_a_clients_model_depends_on_its_own_data_alone(small, monkeypatch):
         for k in a:
             np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
     assert of(changed, 1)[1:] != of(plain, 1)[1:]  # the changed client itself did change
-
-
-def test_defaults_have_no_settings():
-    cfg = make_config("strategy=local")
-    assert cfg.strategy.name == "local"
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))

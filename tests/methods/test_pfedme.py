@@ -186,13 +186,6 @@ def test_upload_declaration_is_every_parameter_in_full():
     assert all(ts.kept is None for ts in spec.values())
 
 
-def test_default_settings_pass_their_check():
-    cfg = make_config("strategy=pfedme")
-    s = cfg.strategy
-    assert (s.K, s.p_learning_rate, s.lamda, s.beta) == (5, 0.01, 15.0, 1.0)
-    s.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
-
-
 @pytest.mark.parametrize(("overrides", "key"), [
     (["strategy.K=0"], "strategy.K"),
     (["strategy.p_learning_rate=0"], "strategy.p_learning_rate"),

@@ -248,12 +248,6 @@ def test_bad_server_lr_is_a_config_error(value):
         cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
 
 
-def test_default_server_lr():
-    cfg = make_config("strategy=scaffold")
-    assert cfg.strategy.server_lr == 1.0
-    cfg.strategy.check(cfg, LayerMap(build_model(cfg, FMNIST_SPEC)))
-
-
 # What strategy=scaffold refuses, each by its setting's name (tests/unit/test_settings.py)
 BAD_SETTINGS = {"scaffold": ["strategy.server_lr=0", "strategy.server_lr=-1",
                              "strategy.server_lr=inf"]}
