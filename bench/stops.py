@@ -36,6 +36,7 @@ from flayer.util.commands import run_command  # noqa: E402
 DEFAULT_RUN = ["num_clients=6", "num_rounds=4"]
 # the stop line of a run started as `trial` starts it (this interpreter, in ROOT)
 RESUME_LINE = f"continue with: {run_command('resume=', cwd=ROOT)}"
+NOTHING_LINE = "before the run started; nothing was written"  # a stop before its folder
 ACTOR = b"ray::ClientAppActor"
 
 
@@ -111,6 +112,7 @@ def trial(name: str, spec: str, args: argparse.Namespace, out: Path) -> dict:
     return {"run": name, "moment": spec, "at_s": round(at, 1), "rows": seen, "exit": code,
             "want": 128 + sig, "plot": whole_png(run_dir / "accuracy.png"),
             "resume": text.count(RESUME_LINE) == 1, "stop_s": round(took, 1),
+            "early": NOTHING_LINE in text and not run_dir.exists(),
             "lines": len(text.splitlines()), "left": len(left)}
 
 
@@ -161,12 +163,16 @@ def main() -> None:
           "stop (s) | lines | left |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['run']} | {r['moment']} | {r['at_s']} | {r['rows']} | {r['exit']} | "
-              f"{'yes' if r['plot'] else 'no'} | {'yes' if r['resume'] else 'no'} | "
+              f"{'yes' if r['plot'] else 'no'} | "
+              f"{'yes' if r['resume'] else 'before its folder' if r['early'] else 'no'} | "
               f"{r['stop_s']} | {r['lines']} | {r['left']} |")
-    clean = [r for r in results if r["exit"] == r["want"] and r["plot"] and r["resume"]
-             and not r["left"]]
-    print(f"\n{len(clean)}/{len(results)} clean stops (exit 130/143, whole plot, one resume "
-          f"line, no process left) in {time.monotonic() - started:.0f} s; runs in {out}")
+    ok = [r for r in results if r["exit"] == r["want"] and not r["left"]]
+    run = [r for r in ok if r["plot"] and r["resume"]]
+    early = [r for r in ok if r["early"]]
+    print(f"\n{len(run) + len(early)}/{len(results)} clean stops in "
+          f"{time.monotonic() - started:.0f} s: {len(run)} with the run's folder written (exit "
+          f"130/143, a whole plot, one resume line, no process left), {len(early)} before it "
+          f"(exit 130/143, 'nothing was written', no folder); runs in {out}")
 
 
 if __name__ == "__main__":
