@@ -34,9 +34,7 @@ def validate(cfg: Config) -> None:
         cfg.partition.check(cfg, pool_size(cfg), described(source.name, cfg.dataset.fraction),
                             _known_classes(source))
     else:
-        clients = source.num_clients()
-        require(cfg.num_clients == clients, "num_clients", cfg.num_clients,
-                f"must be {clients}: the {source.name} data at dataset.path has {clients} clients")
+        source.check_clients(cfg.num_clients)
     # The split itself (cached on disk): a partitioner that cannot satisfy the settings fails
     # here with DataError, before any simulation starts, not inside a client actor.
     client_splits(cfg)

@@ -116,7 +116,8 @@ def client_splits(cfg: Config) -> list[ClientSplit]:
 def _make_splits(file: Path, cfg: Config) -> list[ClientSplit]:
     source = source_of(cfg)
     if not source.partitioned:
-        splits = source.fixed_splits()
+        given = source.fixed_splits()
+        splits = [given[k] for k in source.chosen_clients(cfg.num_clients, cfg.seed)]
     else:
         _, y_file = pool_files(cfg)
         labels = np.asarray(_memmap(str(y_file)))

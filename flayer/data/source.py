@@ -2,7 +2,8 @@
 
 A source is bound to one `dataset` config (its path and options). The federated layer asks it
 for the pool of samples, partitions the labels (or takes the source's own clients, for sources
-that come already split), then lets the source `fit` to the training samples (AG News builds
+that come already split: all of them, or as many as the run asks for, `chosen_clients`), then
+lets the source `fit` to the training samples (AG News builds
 its vocabulary there) before any model is built from its `spec`.
 
 Where the dataset fixes the spec without any data (`static_spec`), a server builds the model
@@ -23,6 +24,7 @@ import torch
 
 from flayer.config.schema import DatasetConfig
 from flayer.data.split import ClientSplit
+from flayer.util.errors import require
 from flayer.util.registry import Registry
 
 
@@ -100,6 +102,19 @@ class DataSource(abc.ABC):
         """How many clients `fixed_splits` gives; sources override it where counting is
         cheaper than reading the data."""
         return len(self.fixed_splits())
+
+    def check_clients(self, num_clients: int) -> None:
+        """ConfigError unless the data can give a run `num_clients` clients (only where
+        `partitioned` is False). By default a run takes all of the data's clients."""
+        clients = self.num_clients()
+        require(num_clients == clients, "num_clients", num_clients,
+                f"must be {clients}: the {self.name} data at dataset.path has {clients} "
+                "clients")
+
+    def chosen_clients(self, num_clients: int, seed: int) -> list[int]:
+        """Which of `fixed_splits` are the run's clients 0 .. num_clients - 1, in that order
+        (only where `partitioned` is False); by default all of them, as they come."""
+        return list(range(num_clients))
 
     def fit(self, x: np.ndarray, train: np.ndarray, folder: Path) -> None:
         """Learn what inputs need from the pool's training samples `train` (indices into x);
