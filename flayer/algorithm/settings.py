@@ -44,6 +44,10 @@ REFERENCE: dict[str, Reference] = {
     # last 4 tensors: layer4.1.bn2 weight and bias, fc weight and bias
     "resnet18": Reference(P=4, quirk_rates=(1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 0.1)),
     "fasttext": Reference(P=2, quirk_rates=(1.0, 2.0, 0.1)),  # embedding, fc1, fc
+    # Ours, not the paper's (it has no recurrent model): P = 2 mixes and trains the head (fc
+    # weight and bias) as for its CNN and fastText; s, c and the head rate are the defaults;
+    # no quirk rates (the reference code has no such model to take starting rates from).
+    "char_lstm": Reference(P=2),  # embedding, lstm1, lstm2, fc
 }
 
 
