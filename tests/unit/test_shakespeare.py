@@ -310,7 +310,8 @@ def test_a_folder_without_plays_is_refused(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize(("override", "setting"), [("dataset.fraction=0.5", "dataset.fraction"),
-                                                   ("dataset.max_len=0", "dataset.max_len")])
+                                                   ("dataset.max_len=0", "dataset.max_len"),
+                                                   ("dataset.vocab=v.txt", "dataset.vocab")])
 def test_settings_that_do_not_apply_are_refused(plays, cache_dir, override, setting):
     with pytest.raises(ConfigError) as err:
         validate(config_for(plays, cache_dir, "num_clients=1", override))

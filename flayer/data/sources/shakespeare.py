@@ -42,7 +42,9 @@ than there are roles is refused before any data is decoded. `dataset.fraction` d
 (the clients are the roles, not shares of one pool).
 
 The pool (every client role's train then test windows, uint8 ids) and the splits are cached on
-disk like every source's, keyed by the texts' contents, the window length and these rules.
+disk like every source's, keyed by the texts' contents, the window length and these rules. A
+node's own folder of plays (node config data-dir) is one client holding all its roles' windows,
+split at random like any node's own data, not in time.
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ class Shakespeare(DataSource):
         if self.window < 1:
             raise ConfigError("dataset.max_len", self.window,
                               "must be >= 1 character (the window a sample holds; LEAF: 80)")
+        require(self.cfg.vocab is None, "dataset.vocab", self.cfg.vocab,
+                "must be null for shakespeare: its vocabulary is LEAF's 80 characters")
         self.files()
 
     def fingerprint(self) -> str:
