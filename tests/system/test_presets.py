@@ -1,5 +1,6 @@
-"""Every preset of conf/experiment/ composes to the paper's setup and runs one round end to end
-(the real ServerApp logic and ClientApp handlers) on generated data in the hub's schema."""
+"""Every preset of conf/experiment/ composes to its reference's setup (the paper's, LEAF's for
+Shakespeare) and runs one round end to end (the real ServerApp logic and ClientApp handlers) on
+generated data in the hub's schema or the plays' format."""
 
 from pathlib import Path
 
@@ -11,9 +12,13 @@ from flayer.config.validation import validate
 from tests import hubdata
 from tests.helpers import CONF, make_config, write_fake_fmnist
 from tests.localgrid import run_local
+from tests.playdata import small_plays
 
 ALL_PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TRIALS = ["smoke"]  # quick trials, not the paper's setups: tests/unit/test_fraction.py
+# data that brings its own clients (LEAF's set-ups, not the FLAYER paper's): tests below
+OWN_CLIENTS = ["shakespeare_lstm"]
+PAPER_PRESETS = [p for p in ALL_PRESETS if p not in TRIALS + OWN_CLIENTS]
 PRESETS = [p for p in ALL_PRESETS if p not in TRIALS]
 
 # FLAYER.md, "Default setups": (dataset, model, rounds, lr, P)
@@ -34,14 +39,16 @@ WRITERS = {
     "cifar100": lambda folder: hubdata.write_cifar100(folder, n_per_split=20),
     "tiny_imagenet": lambda folder: hubdata.write_tiny_imagenet(folder, n_per_split=20),
     "agnews": lambda folder: hubdata.write_agnews(folder, n_per_split=30),
+    "shakespeare": lambda folder: small_plays(folder, roles=3, lines=3, width=24),
 }
+SMALL = {"shakespeare": ["dataset.max_len=8"]}  # 8-character windows: a quick LSTM
 
 
 def test_every_preset_is_listed():
-    assert sorted([*PAPER, *TRIALS]) == ALL_PRESETS
+    assert sorted([*PAPER, *TRIALS, *OWN_CLIENTS]) == ALL_PRESETS
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
 def test_preset_is_the_papers_setup(preset):
     cfg = make_config(f"+experiment={preset}")
     dataset, model, rounds, lr, p = PAPER[preset]
@@ -51,13 +58,23 @@ def test_preset_is_the_papers_setup(preset):
     assert (cfg.batch_size, cfg.local_epochs, cfg.partition.train_fraction) == (10, 1, 0.75)
 
 
+def test_shakespeare_preset_is_leafs_setup():
+    cfg = make_config("+experiment=shakespeare_lstm")
+    assert (cfg.dataset.name, cfg.model.name, cfg.dataset.max_len) == ("shakespeare",
+                                                                        "char_lstm", 80)
+    assert (cfg.learning_rate, cfg.batch_size, cfg.local_epochs) == (0.8, 10, 1)
+    # LEAF's 10 clients per round, from 20 roles; fewer rounds than LEAF's 80
+    assert (cfg.num_clients, int(cfg.num_clients * cfg.join_ratio)) == (20, 10)
+    assert cfg.num_rounds == 20 and reference(cfg.model.name).P == 2
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_one_round_on_local_data(preset, tmp_path, cache_dir, single_thread):
-    dataset = PAPER[preset][0]
+    dataset = make_config(f"+experiment={preset}").dataset.name
     folder = WRITERS[dataset](tmp_path / dataset)
     cfg = make_config(f"+experiment={preset}", f"dataset.path={folder}", f"cache_dir={cache_dir}",
-                      "num_rounds=1", "num_clients=2", "partition.alpha=1.0", "batch_size=4",
-                      "progress=false")
+                      "num_rounds=1", "num_clients=2", "join_ratio=1.0", "partition.alpha=1.0",
+                      "batch_size=4", "progress=false", *SMALL.get(dataset, []))
     validate(cfg)
     strategy, records, _ = run_local(cfg)
     assert [r.round for r in records] == [0, 1]
