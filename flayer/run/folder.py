@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flayer.config.compose import compose_dict
 from flayer.config.schema import Config, to_config
+from flayer.data.sources import DATASETS
 from flayer.protocol.catalog import METHODS
 from flayer.results.record import RoundRecord
 from flayer.results.recorder import RESULT_FILES, RunRecorder, accuracy_text
@@ -75,7 +76,9 @@ def run_info(cfg: Config) -> dict[str, Any]:
         # a share of the pool makes another experiment; the whole pool is the usual one
         **({"dataset_fraction": cfg.dataset.fraction} if cfg.dataset.fraction < 1 else {}),
         "model": cfg.model.name,
-        **cfg.partition.summary_fields(),
+        # data that brings its own clients is not split by the partition settings
+        **(cfg.partition.summary_fields() if DATASETS.get(cfg.dataset.name).partitioned
+           else {"partition": "own"}),
         "seed": cfg.seed,
         "num_clients": cfg.num_clients,
         "num_rounds": cfg.num_rounds,

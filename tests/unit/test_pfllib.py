@@ -203,3 +203,11 @@ def test_a_pfllib_folder_runs_with_its_clients_unchanged(tmp_path, cache_dir):
         assert [(c.partition_id, c.num_test) for c in record.clients] == [
             (k, n_test) for k, (_, n_test) in enumerate(sizes)]
     assert records[1].trained == 3
+
+
+def test_a_summary_of_data_with_its_own_clients_shows_no_partition_settings():
+    from flayer.run.folder import run_info
+
+    info = run_info(make_config("dataset=pfllib", "dataset.path=/nowhere"))
+    assert info["partition"] == "own" and "alpha" not in info
+    assert run_info(make_config())["alpha"] == 0.1  # a split pool shows what split it
