@@ -23,6 +23,7 @@ register_schemas()
 def main(dcfg: DictConfig) -> None:
     from flayer.run.experiment import run
     from flayer.run.folder import CONFIG_FILE, RunIncomplete
+    from flayer.run.runlog import LOG_FILE
     from flayer.run.stops import Stopped, exit_now, stop_message
 
     hydra_cfg = HydraConfig.get()
@@ -39,6 +40,12 @@ def main(dcfg: DictConfig) -> None:
         written = (run_dir / CONFIG_FILE).is_file()
         print(stop_message(stop, run_dir if written else None), file=sys.stderr)
         exit_now(stop.exit_code)
+    except Exception as exc:  # a bug, or Ray or Flower failing: one line, the traceback filed
+        # (a sweep ends here too, at once: `resume=auto` continues it)
+        where = run_dir / LOG_FILE
+        print(f"error: the run failed: {type(exc).__name__}: {exc}"
+              + (f"; the traceback is in {where}" if where.is_file() else ""), file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ from flayer.protocol.catalog import METHODS
 from flayer.results.record import RoundRecord
 from flayer.results.recorder import RESULT_FILES, RunRecorder, accuracy_text
 from flayer.results.setup import run_title
-from flayer.run.runlog import note, run_log
+from flayer.run.runlog import note, note_failure, run_log
 from flayer.run.stops import held_signals, stopping
 from flayer.state.checkpoint import REFUSED, Checkpointing, Checkpoints
 from flayer.state.store import ClientStore
-from flayer.util.errors import ConfigError, DamagedFile, reading
+from flayer.util.errors import ConfigError, DamagedFile, DataError, reading
 
 CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"  # the overrides the config was composed from
@@ -336,8 +336,14 @@ def run_plan(plan: RunPlan, engine: Engine, store: ClientStore | None = None,
                  else "starting", run_title(run_info(cfg)), plan.run_dir)
         checkpointing = Checkpointing(Checkpoints(plan.run_dir, cfg.checkpoint_keep),
                                       cfg.checkpoint_every, cfg.num_rounds, store, resume_from)
-        return record_run(plan.run_dir, plan.dcfg, cfg,
-                          lambda on_round: engine(on_round, checkpointing),
-                          progress=progress, overrides=plan.overrides,
-                          resume_round=(checkpointing.start_round() - 1 if plan.continued
-                                        else None))
+        try:
+            return record_run(plan.run_dir, plan.dcfg, cfg,
+                              lambda on_round: engine(on_round, checkpointing),
+                              progress=progress, overrides=plan.overrides,
+                              resume_round=(checkpointing.start_round() - 1 if plan.continued
+                                            else None))
+        except (DataError, RunIncomplete):
+            raise  # said in one line by the caller
+        except Exception:  # a bug, or the machinery failing: its traceback, for the record
+            note_failure("the run failed")
+            raise

@@ -31,6 +31,12 @@ def note(message: str, *args: object) -> None:
         _notes.info(message, *args)
 
 
+def note_failure(message: str) -> None:
+    """The traceback of the exception being handled, for run.log alone."""
+    if _notes.handlers:
+        _notes.error(message, exc_info=True)
+
+
 @contextmanager
 def run_log(run_dir: Path) -> Iterator[None]:
     """Within: flayer's log lines (INFO and above, as far as its loggers let them through)

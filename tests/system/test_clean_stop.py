@@ -153,3 +153,23 @@ def test_the_plot_is_replaced_whole(tmp_path):
     assert data.startswith(PNG_START) and data[-8:-4] == PNG_END
     assert [p.name for p in tmp_path.iterdir()] == ["accuracy.png"]
 
+
+
+def test_a_failure_of_the_machinery_keeps_the_results_and_files_its_traceback(tmp_path,
+                                                                            overrides):
+    """Not a stop: Ray or Flower (here: the engine) failing after round 0. The rows written
+    stay, and run.log holds the traceback that run.py names in its one line."""
+    def breaks_after_round_0(cfg, on_round, store, checkpointing):
+        def finished(rec):
+            on_round(rec)
+            raise RuntimeError("the executors went away")
+        inprocess.engine(cfg, finished, store, checkpointing)
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="went away"):
+        run(compose_dict(overrides), run_dir, overrides, engine=breaks_after_round_0)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        assert [r["round"] for r in csv.DictReader(f)] == ["0"]
+    log = (run_dir / "run.log").read_text()
+    assert "the run failed" in log and "Traceback" in log and "went away" in log
+    assert json.loads((run_dir / "summary.json").read_text())["complete"] is False
