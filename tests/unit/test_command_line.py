@@ -58,7 +58,8 @@ def test_every_method_is_registered_with_the_settings_its_schema_names():
                                  "(choose one of: apfl, ditto,"),
     (["strategy=fedavgg"], "unknown strategy 'fedavgg'; did you mean fedavg? (choose one of: "),
     (["dataset=fmnst"], "unknown dataset 'fmnst'; did you mean fmnist? (choose one of: agnews,"),
-    (["model=resnet"], "unknown model 'resnet'; did you mean resnet18? (choose one of: cnn,"),
+    (["model=resnet"], "unknown model 'resnet'; did you mean resnet18? (choose one of: "
+                        "char_lstm, cnn,"),
     (["partition=dirichelt"], "unknown partition 'dirichelt'; did you mean dirichlet?"),
     (["backend=rayy"], "unknown backend 'rayy'; did you mean ray? (choose one of: deploy, ray)"),
     (["num_client=3"], "unknown setting 'num_client'; did you mean num_clients? (run-wide "),
