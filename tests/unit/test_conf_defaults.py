@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from flayer.config.store import register_schemas
 from tests.helpers import CONF
 
-GROUPS = ("strategy", "dataset", "model", "partition", "backend")
+GROUPS = ("strategy", "dataset", "model", "partition", "shift", "backend")
 OPTIONS = sorted((g, p.stem) for g in GROUPS for p in (CONF / g).glob("*.yaml"))
 
 
