@@ -1,7 +1,7 @@
 """The checks of a config that need neither the data nor the model: run-wide values, the
-backend, the chosen method's and scheme's names, the partition settings, and keys no schema
-has. They import no torch, Flower or data library, so a bad setting is refused at once; the
-full check (flayer.config.validation.validate) runs them first."""
+backend, the chosen method's, scheme's and shift's names, the partition and shift settings,
+and keys no schema has. They import no torch, Flower or data library, so a bad setting is
+refused at once; the full check (flayer.config.validation.validate) runs them first."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flayer.config.schema import Config
 from flayer.config.store import method_settings
 from flayer.config.unknown import extra_settings, unknown_setting
 from flayer.data.partitioners import PARTITIONERS
+from flayer.data.shifts import SHIFTS
 from flayer.data.subset import check_fraction
 from flayer.util.errors import require
 
@@ -37,6 +38,7 @@ def check_settings(cfg: Config) -> None:
     check_fraction(cfg.dataset.fraction)
     _check_backend(cfg)
     _check_partition(cfg)
+    _check_shift(cfg)
 
 
 def _check_strategy(cfg: Config) -> None:
@@ -86,3 +88,14 @@ def _check_partition(cfg: Config) -> None:
             f"must be the scheme of the chosen settings ({type(p).__name__}); choose the "
             f"scheme with partition={p.name}, not partition.name")
     p.check_settings(cfg)
+
+
+def _check_shift(cfg: Config) -> None:
+    """The shift must be known and its settings of that shift's class; then its own rules
+    (whether it fits the data is checked with the data's source, in validate)."""
+    s = cfg.shift
+    require(s.name in SHIFTS, "shift.name", s.name, f"must be one of {', '.join(SHIFTS.names())}")
+    require(isinstance(s, SHIFTS.get(s.name).settings), "shift.name", s.name,
+            f"must be the shift of the chosen settings ({type(s).__name__}); choose the shift "
+            f"with shift={s.name}, not shift.name")
+    s.check_settings(cfg)

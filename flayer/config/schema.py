@@ -132,6 +132,34 @@ class PartitionConfig:
 
 
 @dataclass
+class ShiftConfig:
+    """Base of every feature shift's settings: how a client's inputs are changed on top of
+    its split (the same for its train and test samples: the client's own distribution). Each
+    shift subclasses it with its own fields and rules in flayer/data/shifts/<name>.py."""
+
+    name: str = MISSING
+    # Whether the shift changes images (and so cannot apply to token ids); `none` changes
+    # nothing.
+    images_only = True
+
+    def check_settings(self, cfg: Config) -> None:
+        """Raise ConfigError for a setting that is bad whatever the data (checked before any
+        data or torch is loaded)."""
+
+    def check_samples(self, dataset: str, tokens: bool | None) -> None:
+        """ConfigError where the samples are token ids (`tokens`; None: not known yet) and
+        the shift changes images."""
+        require(not (tokens and self.images_only), "shift", self.name,
+                f"changes images, and dataset={dataset} holds token ids; use shift=none "
+                f"with dataset={dataset}, or an image dataset with shift={self.name}")
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What identifies the shift in a run's summary.json (nothing where there is none, so
+        that a plain run's summary reads as before)."""
+        return {"shift": self.name}
+
+
+@dataclass
 class BackendConfig:
     name: str = MISSING
     client_cpus: float = 1.0  # CPUs per client actor
@@ -169,6 +197,7 @@ class Config:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
     partition: PartitionConfig = MISSING
+    shift: ShiftConfig = MISSING
     backend: BackendConfig = MISSING
     num_rounds: int = 20
     num_clients: int = 20

@@ -1,6 +1,6 @@
 """Puts every typed schema in Hydra's ConfigStore, so that conf/'s yamls are checked against
-them: the run-wide config, and each group option's settings class (methods and partitioners
-bring their own).
+them: the run-wide config, and each group option's settings class (methods, partitioners and
+shifts bring their own).
 
 Schemas are stored at the top level as `<group>_<option>_schema`, never inside a group: Hydra
 offers every entry of a group as an option of it, and a schema is no option. An option's yaml
@@ -27,6 +27,7 @@ from flayer.config.schema import (
     ModelConfig,
 )
 from flayer.data.partitioners import PARTITIONERS
+from flayer.data.shifts import SHIFTS
 
 # where the methods' settings live: FLAYER's module, and one module per comparison method
 SETTINGS_MODULE = "flayer.algorithm.settings"
@@ -76,6 +77,7 @@ def option_schemas() -> dict[str, type]:
         schema_name("backend"): BackendConfig,
         schema_name("backend", "deploy"): DeployBackendConfig,
         **{schema_name("partition", n): PARTITIONERS.get(n).settings for n in PARTITIONERS},
+        **{schema_name("shift", n): SHIFTS.get(n).settings for n in SHIFTS},
         **{schema_name("strategy", n): s for n, s in method_settings().items()},
     }
 

@@ -22,6 +22,7 @@ def validate(cfg: Config) -> None:
         require(torch.cuda.is_available(), "device", cfg.device,
                  "CUDA is not available on this machine; use auto or cpu")
     source = source_of(cfg)
+    cfg.shift.check_samples(cfg.dataset.name, source.tokens)  # before any data is read
     if not source.partitioned:
         refuse_fraction(cfg.dataset.fraction, f"{source.name} data, which brings its own clients")
     try:
@@ -38,7 +39,9 @@ def validate(cfg: Config) -> None:
     # The split itself (cached on disk): a partitioner that cannot satisfy the settings fails
     # here with DataError, before any simulation starts, not inside a client actor.
     client_splits(cfg)
-    model = build_model(cfg, dataset(cfg).spec)
+    spec = dataset(cfg).spec
+    cfg.shift.check_samples(cfg.dataset.name, spec.vocab_size is not None)  # a PFLlib folder's
+    model = build_model(cfg, spec)
     METHODS.get(cfg.strategy.name).settings.check(cfg.strategy, cfg, LayerMap(model))
 
 

@@ -13,6 +13,7 @@ import torch
 from flayer.config.schema import Config
 from flayer.data.cache import Memo, cache_key, save_array_atomic, save_arrays_atomic
 from flayer.data.partitioners import PARTITIONERS
+from flayer.data.shifts import shift_key, shift_samples
 from flayer.data.source import DataSource
 from flayer.data.sources import DATASETS
 from flayer.data.split import ClientSplit, holdout, train_test_split
@@ -210,9 +211,29 @@ def _take(data: np.ndarray, idx: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(data[idx]))
 
 
+def client_data(cfg: Config, source: DataSource, client: int, split: ClientSplit,
+                x: np.ndarray, y: np.ndarray, val_fraction: float) -> ClientData:
+    """A client's tensors from its split (indices into x and y): its train and test samples as
+    the run's shift makes them (`shift`), then its validation share held out of train by
+    position, so that a sample's shift does not depend on how much a method holds out."""
+    train = shift_samples(cfg, source, client, "train", _take(x, split.train))
+    test = shift_samples(cfg, source, client, "test", _take(x, split.test))
+    kept, held = holdout(np.arange(len(split.train)), val_fraction,
+                         rng_for(cfg.seed, "holdout", client))
+    return ClientData(
+        x_train=train[torch.from_numpy(kept)],
+        y_train=_take(y, split.train[kept]),
+        x_test=test,
+        y_test=_take(y, split.test),
+        x_val=train[torch.from_numpy(held)],
+        y_val=_take(y, split.train[held]),
+        source=source,
+    )
+
+
 _CLIENTS: Memo[ClientData] = Memo("a client's tensors (and its fitted source)",
-                                  key=("splits file", "dataset settings", "partition id",
-                                       "validation fraction"))
+                                  key=("splits file", "dataset settings", "shift settings",
+                                       "partition id", "validation fraction"))
 
 
 def load_client(cfg: Config, partition_id: int, val_fraction: float = 0.0) -> ClientData:
@@ -221,18 +242,10 @@ def load_client(cfg: Config, partition_id: int, val_fraction: float = 0.0) -> Cl
     def load() -> ClientData:
         source = dataset(cfg)
         x_file, y_file = pool_files(cfg)
-        x, y = _memmap(str(x_file)), _memmap(str(y_file))
         split = client_splits(cfg)[partition_id]
-        train, val = holdout(split.train, val_fraction, rng_for(cfg.seed, "holdout", partition_id))
-        return ClientData(
-            x_train=_take(x, train),
-            y_train=_take(y, train),
-            x_test=_take(x, split.test),
-            y_test=_take(y, split.test),
-            x_val=_take(x, val),
-            y_val=_take(y, val),
-            source=source,
-        )
+        return client_data(cfg, source, partition_id, split, _memmap(str(x_file)),
+                           _memmap(str(y_file)), val_fraction)
 
-    key = (str(splits_file(cfg)), astuple(cfg.dataset), partition_id, val_fraction)
+    key = (str(splits_file(cfg)), astuple(cfg.dataset), shift_key(cfg.shift), partition_id,
+           val_fraction)
     return _CLIENTS.get(key, load)

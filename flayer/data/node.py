@@ -9,6 +9,8 @@ Two layouts are read:
   it is this node's data, split into train and test by the node itself
   (`partition.train_fraction`, seeded by the run seed and the node's partition id).
 
+The node's samples get the run's feature shift (`shift`) as partition `partition-id` would.
+
 The model is built from the dataset's spec, which must be known without any data
 (`DataSource.static_spec`: every dataset but AG News without a vocabulary file and PFLlib
 folders) so that the server and every node build the same model without sharing samples.
@@ -21,15 +23,15 @@ from dataclasses import astuple, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from flayer.config.schema import Config
 from flayer.data.cache import Memo
-from flayer.data.federated import ClientData, cache_root
+from flayer.data.federated import ClientData, cache_root, client_data
+from flayer.data.shifts import shift_key
 from flayer.data.source import DataSource, DataSpec
 from flayer.data.sources import DATASETS
 from flayer.data.sources.pfllib import read_client_file
-from flayer.data.split import holdout, train_test_split
+from flayer.data.split import ClientSplit, train_test_split
 from flayer.data.subset import refuse_fraction
 from flayer.util.errors import DataError
 from flayer.util.seeding import rng_for
@@ -84,11 +86,6 @@ def _check_labels(y: np.ndarray, spec: DataSpec, where: str) -> None:
         raise DataError(f"{where}: labels must lie in [0, {spec.num_classes})")
 
 
-def _tensors(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.from_numpy(np.ascontiguousarray(x[idx])),
-            torch.from_numpy(np.ascontiguousarray(y[idx])))
-
-
 def _load(cfg: Config, data_dir: str, partition_id: int, val_fraction: float) -> ClientData:
     folder = Path(os.path.expanduser(data_dir))
     if not folder.is_dir():
@@ -116,16 +113,14 @@ def _load(cfg: Config, data_dir: str, partition_id: int, val_fraction: float) ->
         # inputs may need what only the data says (AG News: pool ids -> vocabulary ids)
         source.fit(x, train, cache_root(cfg) / "nodes" / f"{source.name}-{source.fingerprint()}")
     _check_labels(y, spec, str(folder))
-    train, val = holdout(train, val_fraction, rng_for(cfg.seed, "holdout", partition_id))
-    (x_train, y_train), (x_test, y_test), (x_val, y_val) = (
-        _tensors(x, y, idx) for idx in (train, test, val))
-    return ClientData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                      x_val=x_val, y_val=y_val, source=source)
+    return client_data(cfg, source, partition_id, ClientSplit(train=train, test=test), x, y,
+                       val_fraction)
 
 
 _NODES: Memo[ClientData] = Memo("a node's own data as one client's",
                                 key=("dataset settings at the node's folder", "seed",
-                                     "train fraction", "partition id", "validation fraction"))
+                                     "train fraction", "shift settings", "num_clients",
+                                     "partition id", "validation fraction"))
 
 
 def load_node_data(cfg: Config, data_dir: str, partition_id: int,
@@ -133,5 +128,6 @@ def load_node_data(cfg: Config, data_dir: str, partition_id: int,
     """The node's own samples as one client's data (loaded once per process)."""
     refuse_fraction(cfg.dataset.fraction, NODE_DATA)
     key = (astuple(replace(cfg.dataset, path=data_dir)), cfg.seed,
-           cfg.partition.train_fraction, partition_id, val_fraction)
+           cfg.partition.train_fraction, shift_key(cfg.shift), cfg.num_clients, partition_id,
+           val_fraction)
     return _NODES.get(key, lambda: _load(cfg, data_dir, partition_id, val_fraction))

@@ -51,6 +51,9 @@ class DataSource(abc.ABC):
 
     name: str
     partitioned = True  # False: the source brings its own clients (`fixed_splits`)
+    # Whether the samples are token ids, where the dataset says so without data (None: only
+    # the data tells, as in a PFLlib folder); a shift of images refuses them before any work.
+    tokens: bool | None = False
 
     def __init__(self, cfg: DatasetConfig) -> None:
         self.cfg = cfg
@@ -93,6 +96,11 @@ class DataSource(abc.ABC):
                                "after `fit`")
         return spec
 
+    def pixel_range(self) -> tuple[float, float] | None:
+        """A pixel's stored values at black and at white, for a shift of images (uint8
+        images: 0 and 255); None where the samples are token ids. Known once `spec` is."""
+        return None if self.spec.vocab_size is not None else (0.0, 255.0)
+
     def fixed_splits(self) -> list[ClientSplit]:
         """The clients as the data defines them (indices into the pool); only where
         `partitioned` is False."""
@@ -127,4 +135,4 @@ DATASETS: Registry[type[DataSource]] = Registry("dataset")
 
 def scale_images(x: torch.Tensor) -> torch.Tensor:
     """PFLlib's image normalization: x/255, then (x - 0.5) / 0.5."""
-    return x.float().div_(255.0).sub_(0.5).div_(0.5)
+    return (x.float() / 255.0).sub_(0.5).div_(0.5)  # a new tensor: x may be a float one

@@ -69,6 +69,7 @@ def check(overrides: list[str], own_data: bool) -> None:
     from flayer.config.schema import to_config
     from flayer.config.validation import validate
     from flayer.data.node import NODE_DATA
+    from flayer.data.sources import DATASETS
     from flayer.data.subset import refuse_fraction
 
     try:
@@ -77,6 +78,7 @@ def check(overrides: list[str], own_data: bool) -> None:
         raise DeployError(f"the overrides do not compose: {exc}") from None
     if own_data:
         refuse_fraction(cfg.dataset.fraction, NODE_DATA)
+        cfg.shift.check_samples(cfg.dataset.name, DATASETS.get(cfg.dataset.name).tokens)
     else:
         validate(cfg)
 

@@ -19,7 +19,7 @@ from flayer.util.errors import reading
 IGNORED = {"seed", "progress", "cache_dir", "device", "backend"}
 # settings added after runs were saved, at the value every earlier run had: a run that holds
 # that value groups with the runs that lack the setting
-ADDED = {"dataset.fraction": 1.0}
+ADDED = {"dataset.fraction": 1.0, "shift.name": "none"}
 _NONE = object()
 LEAVE_OUT = "repair the run folder, or leave it out of the report's paths"
 

@@ -19,6 +19,28 @@ def value_text(summary: dict[str, Any], key: str) -> str:
     return "?" if value is None else str(value)
 
 
+def shift_text(summary: dict[str, Any]) -> str | None:
+    """The feature shift with what sets it: rotate(0°, 90°, 180°, 270°), noise(level 0.1);
+    None for a run without one (summaries without a shift predate shifts: none)."""
+    name = summary.get("shift")
+    if name is None or name == "none":
+        return None
+    if summary.get("shift_angles") is not None:
+        angles = ", ".join(f"{a:g}°" for a in summary["shift_angles"])
+        return f"{name}({angles})"
+    if summary.get("shift_level") is not None:
+        return f"{name}(level {summary['shift_level']})"
+    return str(name)
+
+
+def dataset_text(summary: dict[str, Any]) -> str:
+    """The dataset, and its shift where it has one: `fmnist`, `fmnist + rotate(0°, 180°)`, so
+    that a shifted run never reads like a plain one."""
+    shift = shift_text(summary)
+    dataset = value_text(summary, "dataset")
+    return dataset if shift is None else f"{dataset} + {shift}"
+
+
 def split_text(summary: dict[str, Any]) -> str:
     """The partition with what sets its skew: dirichlet(α=0.1), pathological(2 classes)."""
     name = str(summary.get("partition", "?"))
@@ -31,7 +53,7 @@ def split_text(summary: dict[str, Any]) -> str:
 
 def _parts(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """dataset, split, clients, rounds: each a value and the word that follows it."""
-    return [(value_text(summary, "dataset"), ""), (split_text(summary), ""),
+    return [(dataset_text(summary), ""), (split_text(summary), ""),
             (value_text(summary, "num_clients"), " clients"),
             (value_text(summary, "num_rounds"), " rounds")]
 

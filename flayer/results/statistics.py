@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from flayer.results.runs import ADDED, Run
-from flayer.results.setup import alpha_text, value_text
+from flayer.results.setup import alpha_text, dataset_text, value_text
 
 
 @dataclass
@@ -123,7 +123,7 @@ def group_stats(group: Group) -> GroupStats:
     ss = [r.summary for r in group.runs]
     return GroupStats(
         label=group.label,
-        dataset=value_text(ss[0], "dataset"),
+        dataset=dataset_text(ss[0]),
         alpha=alpha_text(ss[0]),
         clients=value_text(ss[0], "num_clients"),
         rounds=value_text(ss[0], "num_rounds"),

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from flayer.results.setup import alpha_text, value_text
+from flayer.results.setup import alpha_text, dataset_text, value_text
 from flayer.results.statistics import GroupStats, Stat
 
 RUN_COLUMNS = ["method", "dataset", "alpha", "clients", "rounds", "seed",
@@ -40,7 +40,7 @@ def _rounds(s: dict[str, Any]) -> str:
 def run_row(s: dict[str, Any]) -> list[str]:
     """One run's row of the per-run table."""
     return [
-        value_text(s, "method"), value_text(s, "dataset"), alpha_text(s),
+        value_text(s, "method"), dataset_text(s), alpha_text(s),
         value_text(s, "num_clients"), _rounds(s), value_text(s, "seed"),
         f"{_pct(s.get('best_accuracy'))} ({s.get('best_round', '-')})",
         _pct(s.get("final_accuracy")),

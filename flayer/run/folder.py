@@ -79,6 +79,8 @@ def run_info(cfg: Config) -> dict[str, Any]:
         # data that brings its own clients is not split by the partition settings
         **(cfg.partition.summary_fields() if DATASETS.get(cfg.dataset.name).partitioned
            else {"partition": "own"}),
+        # a feature shift makes another experiment (none adds nothing: a plain run as before)
+        **cfg.shift.summary_fields(),
         "seed": cfg.seed,
         "num_clients": cfg.num_clients,
         "num_rounds": cfg.num_rounds,

@@ -28,6 +28,17 @@ def test_every_method_runs_rounds_through_the_apps(small, method):
     assert acc[-1] > 0.25  # learnable data; chance is 0.1
 
 
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_runs_a_round_on_rotated_clients(small, single_thread, method):
+    # three clients in three groups: 0, 120 and 240 degrees (sampled turns, not exact ones)
+    _, records, _ = run_local(small(f"strategy={method}", "num_rounds=1", "shift=rotate",
+                                    "shift.groups=3"))
+    assert [r.round for r in records] == [0, 1]
+    assert all(r.failures == 0 and len(r.clients) == 3 for r in records)
+    assert records[1].trained == 3
+    assert all(np.isfinite(c.accuracy) for r in records for c in r.clients)
+
+
 def test_personal_state_survives_rounds(small):
     _, records, grid = run_local(small("strategy=flayer"))
     for ctx in grid.contexts.values():

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from flayer.config.store import register_schemas
 from tests.helpers import CONF
 
-GROUPS = ("strategy", "dataset", "model", "partition", "backend")
+GROUPS = ("strategy", "dataset", "model", "partition", "shift", "backend")
 # One schema serves every dataset, and a text dataset's sample length is its own (AG News 200
 # tokens, the schema's default; Shakespeare LEAF's 80 characters): its yaml says which.
 OWN_VALUES = {"dataset": {"max_len"}}

@@ -88,6 +88,7 @@ def _given_vocab(cfg: DatasetConfig) -> Path:
 
 class AGNews(DataSource):
     name = "agnews"
+    tokens = True
     hub_id = "fancyzhx/ag_news"
     columns = {"text": "text", "label": "label"}
     num_classes = 4

@@ -121,6 +121,7 @@ class PFLlibFolder(DataSource):
 
     name = "pfllib"
     partitioned = False
+    tokens = None  # a folder may hold images or token ids
 
     def __init__(self, cfg: DatasetConfig) -> None:
         super().__init__(cfg)
@@ -270,6 +271,10 @@ class PFLlibFolder(DataSource):
         if self._spec is None:  # not fitted yet: read the folder
             self._spec = self._spec_of(self.load().x)
         return self._spec
+
+    def pixel_range(self) -> tuple[float, float] | None:
+        """PFLlib stores images normalized to [-1, 1]."""
+        return None if self.spec.vocab_size is not None else (-1.0, 1.0)
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         """float32 as stored (PFLlib normalized the images already); token ids as int64."""

@@ -164,6 +164,7 @@ class Shakespeare(DataSource):
 
     name = "shakespeare"
     partitioned = False
+    tokens = True
 
     @property
     def window(self) -> int:
