@@ -9,8 +9,11 @@ them when it has at least num_used rows); the ClassLabel keeps all the dataset's
     write_cifar10(folder, n_per_split=20, fmt="save_to_disk") -> folder
     write_cifar100(...), write_tiny_imagenet(...), write_agnews(...)   (same arguments)
     cifar10_dict(...), ... -> DatasetDict (e.g. what a patched `datasets.load_dataset` returns)
+    femnist_dict(sizes=(12, 5, 9), ...) -> DatasetDict: writer k holds sizes[k] samples
+    shakespeare_dict({character_id: text}) -> DatasetDict: every 80-character window of each
+        text and the character after it, LEAF's rows
     write(data, folder, fmt) -> folder      (any DatasetDict)
-    expected_pool(data, image_col, label_col) -> (x uint8 N x 3 x H x W, y), train first
+    expected_pool(data, image_col, label_col, mode) -> (x uint8 N x C x H x W, y), train first
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ CIFAR100_COARSE = [
 ]
 TINY_NAMES = [f"n{1443537 + 97 * i:08d}" for i in range(200)]  # WordNet-id look-alikes, sorted
 AGNEWS_NAMES = ["World", "Sports", "Business", "Sci/Tech"]
+FEMNIST_NAMES = [str(d) for d in range(10)] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [
+    chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 FEATURES = {
     "cifar10": Features({"img": Image(), "label": ClassLabel(names=CIFAR10_NAMES)}),
@@ -60,12 +65,18 @@ FEATURES = {
                           "coarse_label": ClassLabel(names=CIFAR100_COARSE)}),
     "tiny_imagenet": Features({"image": Image(), "label": ClassLabel(names=TINY_NAMES)}),
     "agnews": Features({"text": Value("string"), "label": ClassLabel(names=AGNEWS_NAMES)}),
+    "femnist": Features({"image": Image(), "writer_id": Value("string"),
+                         "hsf_id": Value("int64"), "character": ClassLabel(names=FEMNIST_NAMES)}),
+    "shakespeare": Features({"character_id": Value("string"), "x": Value("string"),
+                             "y": Value("string")}),
 }
 SPLITS = {"cifar10": ("train", "test"), "cifar100": ("train", "test"),
-          "tiny_imagenet": ("train", "valid"), "agnews": ("train", "test")}
+          "tiny_imagenet": ("train", "valid"), "agnews": ("train", "test"),
+          "femnist": ("train",), "shakespeare": ("train",)}
 # the hub's parquet layout: <config folder>/<split>-00000-of-00001.parquet
 PARQUET_FOLDER = {"cifar10": "plain_text", "cifar100": "cifar100", "tiny_imagenet": "data",
-                  "agnews": "data"}
+                  "agnews": "data", "femnist": "data", "shakespeare": "default"}
+SHAKESPEARE_WINDOW = 80
 
 TOPIC_WORDS = [
     ["election", "minister", "treaty", "embassy", "parliament", "rebels"],
@@ -160,10 +171,57 @@ def agnews_dict(n_per_split: int = 20, seed: int = 0, num_used: int = 4) -> Data
     return agnews_from_rows(rows)
 
 
+def writer_id(k: int) -> str:
+    """An id in the hub's form (f0000_14: 8 characters)."""
+    return f"f{k:04d}_{k % 50:02d}"
+
+
+def femnist_dict(sizes: tuple[int, ...] = (12, 5, 9), seed: int = 0,
+                 num_used: int = 4) -> DatasetDict:
+    """flwrlabs/femnist's schema: image (Image, 28x28 greyscale), writer_id (string), hsf_id
+    (int64, 0-7), character (ClassLabel 62); one split, train. Writer k holds sizes[k]
+    samples, in a row, as the hub's rows come writer by writer."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, list] = {"image": [], "writer_id": [], "hsf_id": [], "character": []}
+    for k, size in enumerate(sizes):
+        for label in _labels(size, num_used, rng):
+            img = PILImage.fromarray(class_image(int(label), num_used, 28, rng)).convert("L")
+            columns["image"].append(img)
+            columns["writer_id"].append(writer_id(k))
+            columns["hsf_id"].append(k % 8)
+            columns["character"].append(int(label))
+    return DatasetDict({"train": Dataset.from_dict(columns, features=FEATURES["femnist"])})
+
+
+def write_femnist(folder: Path, sizes: tuple[int, ...] = (12, 5, 9),
+                  fmt: str = "save_to_disk", seed: int = 0, num_used: int = 4) -> Path:
+    return write(femnist_dict(sizes, seed, num_used), folder, fmt, PARQUET_FOLDER["femnist"])
+
+
+def shakespeare_dict(texts: dict[str, str]) -> DatasetDict:
+    """flwrlabs/shakespeare's schema: character_id, x (80 characters), y (the next one), all
+    strings; one split, train. A role's rows are every window of its text in order (LEAF's
+    rows), the roles one after another."""
+    columns: dict[str, list[str]] = {"character_id": [], "x": [], "y": []}
+    w = SHAKESPEARE_WINDOW
+    for role, text in texts.items():
+        for i in range(len(text) - w):
+            columns["character_id"].append(role)
+            columns["x"].append(text[i:i + w])
+            columns["y"].append(text[i + w])
+    return DatasetDict({"train": Dataset.from_dict(columns, features=FEATURES["shakespeare"])})
+
+
+def write_shakespeare(folder: Path, texts: dict[str, str], fmt: str = "save_to_disk") -> Path:
+    if fmt not in TEXT_FORMATS:
+        raise ValueError(f"Shakespeare is text: format one of {', '.join(TEXT_FORMATS)}")
+    return write(shakespeare_dict(texts), folder, fmt, PARQUET_FOLDER["shakespeare"])
+
+
 def _image_columns(data: DatasetDict) -> tuple[str, str]:
     features = next(iter(data.values())).features
     image = next(k for k, f in features.items() if isinstance(f, Image))
-    label = "fine_label" if "fine_label" in features else "label"
+    label = next(k for k in ("fine_label", "character", "label") if k in features)
     return image, label
 
 
@@ -216,13 +274,14 @@ def write_agnews(folder: Path, n_per_split: int = 20, fmt: str = "save_to_disk",
     return write(agnews_dict(n_per_split, seed, num_used), folder, fmt, PARQUET_FOLDER["agnews"])
 
 
-def expected_pool(data: DatasetDict, image_col: str, label_col: str) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
-    """What the pool of `data` must be: RGB uint8 N x 3 x H x W and labels, train split first,
-    then the others by name."""
+def expected_pool(data: DatasetDict, image_col: str, label_col: str,
+                  mode: str = "RGB") -> tuple[np.ndarray, np.ndarray]:
+    """What the pool of `data` must be: uint8 N x C x H x W (RGB: C = 3; L: C = 1) and labels,
+    train split first, then the others by name."""
     order = sorted(data, key=lambda s: (s != "train", s))
     xs, ys = [], []
     for split in order:
-        xs += [np.asarray(img.convert("RGB")).transpose(2, 0, 1) for img in data[split][image_col]]
+        xs += [np.atleast_3d(np.asarray(img.convert(mode))).transpose(2, 0, 1)
+               for img in data[split][image_col]]
         ys += data[split][label_col]
     return np.stack(xs), np.asarray(ys, dtype=np.int64)

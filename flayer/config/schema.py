@@ -125,6 +125,13 @@ class PartitionConfig:
                 f"{cfg.num_clients} clients x {size} samples exceed the {pool} samples of "
                 f"{dataset}")
 
+    def split_column(self, dataset: str, offered: tuple[str, ...]) -> str | None:
+        """What the scheme's split function receives first: None for the labels (every label
+        scheme), else the name of the client column whose values it splits by, one of those
+        the dataset `offered`; a scheme that needs one it lacks raises ConfigError here,
+        before any data is read."""
+        return None
+
     def summary_fields(self) -> dict[str, Any]:
         """What identifies the split in a run's summary.json: the scheme, plus the settings
         that change what its accuracy means (a scheme adds its own)."""

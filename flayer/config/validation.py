@@ -32,12 +32,15 @@ def validate(cfg: Config) -> None:
     except DataError as exc:
         raise ConfigError("dataset.path", cfg.dataset.path, str(exc)) from None
     if source.partitioned:
+        # a column the scheme splits by (partition=natural) must be one the data has
+        cfg.partition.split_column(source.name, source.client_columns)
         cfg.partition.check(cfg, pool_size(cfg), described(source.name, cfg.dataset.fraction),
                             _known_classes(source))
     else:
         source.check_clients(cfg.num_clients)
     # The split itself (cached on disk): a partitioner that cannot satisfy the settings fails
-    # here with DataError, before any simulation starts, not inside a client actor.
+    # here with DataError, before any simulation starts, not inside a client actor (one that
+    # splits by a client column, before the pool is decoded).
     client_splits(cfg)
     spec = dataset(cfg).spec
     cfg.shift.check_samples(cfg.dataset.name, spec.vocab_size is not None)  # a PFLlib folder's

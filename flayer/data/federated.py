@@ -16,7 +16,7 @@ from flayer.data.partitioners import PARTITIONERS
 from flayer.data.shifts import shift_key, shift_samples
 from flayer.data.source import DataSource
 from flayer.data.sources import DATASETS
-from flayer.data.split import ClientSplit, holdout, train_test_split
+from flayer.data.split import ClientSplit, client_split, holdout, least_for_time_split
 from flayer.data.subset import pool_subset, subset_size
 from flayer.util.errors import READ_ERRORS
 from flayer.util.seeding import rng_for
@@ -35,7 +35,12 @@ def pool_size(cfg: Config) -> int:
 
 
 def min_partition_size(cfg: Config) -> int:
-    return cfg.partition.least_size(pool_size(cfg), cfg.num_clients)
+    """The smallest client a split may give: the scheme's least size, raised where the data is
+    split in time to what leaves a client a test window."""
+    least = cfg.partition.least_size(pool_size(cfg), cfg.num_clients)
+    gap = source_of(cfg).time_gap()
+    return least if gap == 0 else max(least, least_for_time_split(cfg.partition.train_fraction,
+                                                                   gap))
 
 
 def cache_root(cfg: Config) -> Path:
@@ -120,24 +125,35 @@ def _make_splits(file: Path, cfg: Config) -> list[ClientSplit]:
         given = source.fixed_splits()
         splits = [given[k] for k in source.chosen_clients(cfg.num_clients, cfg.seed)]
     else:
-        _, y_file = pool_files(cfg)
-        labels = np.asarray(_memmap(str(y_file)))
-        subset = pool_subset(len(labels), cfg.dataset.fraction, cfg.seed)
-        parts = PARTITIONERS.get(cfg.partition.name).split(
-            labels if subset is None else labels[subset], cfg.num_clients, cfg.partition,
-            min_partition_size(cfg), cfg.seed
-        )
-        if subset is not None:  # positions in the subset -> indices into the pool
-            parts = [subset[idx] for idx in parts]
+        gap = source.time_gap()
         splits = [
-            train_test_split(idx, cfg.partition.train_fraction, rng_for(cfg.seed, "split", k))
-            for k, idx in enumerate(parts)
+            client_split(idx, cfg.partition.train_fraction, rng_for(cfg.seed, "split", k), gap)
+            for k, idx in enumerate(_partition(cfg, source))
         ]
     arrays: dict[str, np.ndarray] = {}
     for k, split in enumerate(splits):
         arrays[f"train_{k}"], arrays[f"test_{k}"] = split.train, split.test
     save_arrays_atomic(file, arrays)
     return _read_splits(str(file), len(splits))
+
+
+def _partition(cfg: Config, source: DataSource) -> list[np.ndarray]:
+    """Every client's pool indices, as the scheme splits the labels, or the client column it
+    names (read without decoding the pool: a refusal comes before that work)."""
+    column = cfg.partition.split_column(source.name, source.client_columns)
+    if column is None:
+        _, y_file = pool_files(cfg)
+        values = np.asarray(_memmap(str(y_file)))
+    else:
+        values = source.column(column)
+    subset = pool_subset(len(values), cfg.dataset.fraction, cfg.seed)
+    parts = PARTITIONERS.get(cfg.partition.name).split(
+        values if subset is None else values[subset], cfg.num_clients, cfg.partition,
+        min_partition_size(cfg), cfg.seed
+    )
+    if subset is not None:  # positions in the subset -> indices into the pool
+        parts = [subset[idx] for idx in parts]
+    return parts
 
 
 _SPLITS: Memo[list[ClientSplit]] = Memo("client splits read from a splits file",

@@ -6,6 +6,10 @@ that come already split: all of them, or as many as the run asks for, `chosen_cl
 lets the source `fit` to the training samples (AG News builds
 its vocabulary there) before any model is built from its `spec`.
 
+A pooled source whose samples name their own clients (FEMNIST's writers, the hub Shakespeare's
+speaking roles) lists those columns in `client_columns` and reads one with `column`, without
+decoding any sample: `partition=natural` makes its clients from them.
+
 Where the dataset fixes the spec without any data (`static_spec`), a server builds the model
 without holding data, and a node may bring its own folder (node config `data-dir`).
 
@@ -54,6 +58,9 @@ class DataSource(abc.ABC):
     # Whether the samples are token ids, where the dataset says so without data (None: only
     # the data tells, as in a PFLlib folder); a shift of images refuses them before any work.
     tokens: bool | None = False
+    # Columns whose values name each sample's client (a writer, a speaker), the first the one
+    # partition=natural takes by default; none: the samples name no clients.
+    client_columns: tuple[str, ...] = ()
 
     def __init__(self, cfg: DatasetConfig) -> None:
         self.cfg = cfg
@@ -123,6 +130,19 @@ class DataSource(abc.ABC):
         """Which of `fixed_splits` are the run's clients 0 .. num_clients - 1, in that order
         (only where `partitioned` is False); by default all of them, as they come."""
         return list(range(num_clients))
+
+    def column(self, name: str) -> np.ndarray:
+        """The values of the client column `name` (one of `client_columns`), one per sample in
+        pool order; read without decoding any sample, so that a split by it is checked (and
+        made) before the pool is decoded."""
+        raise NotImplementedError(f"{self.name} has no client columns")
+
+    def time_gap(self) -> int:
+        """0 where samples are independent: each client's are shuffled and cut (PFLlib's
+        split). k > 0 where a client's samples are windows of k characters of one text, each
+        one character after the last, in pool order: they are split in time, the k windows
+        after the training part left out, so that no character is in both train and test."""
+        return 0
 
     def fit(self, x: np.ndarray, train: np.ndarray, folder: Path) -> None:
         """Learn what inputs need from the pool's training samples `train` (indices into x);

@@ -87,7 +87,7 @@ def test_every_scheme_has_a_schema_its_yaml_names():
 
 
 @pytest.mark.parametrize(("override", "text"), [
-    ("partition.name=nope", "must be one of dirichlet, iid, pathological"),
+    ("partition.name=nope", "must be one of dirichlet, iid, natural, pathological"),
     ("partition.name=iid", "DirichletConfig.*partition=iid"),
 ])
 def test_a_scheme_name_without_its_settings_is_refused(fake_fmnist, cache_dir, override, text):

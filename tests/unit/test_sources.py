@@ -15,7 +15,8 @@ from flayer.data.sources.agnews import write_vocab
 from tests.helpers import CONF
 
 FIXED = {"fmnist": DataSpec((1, 28, 28), 10), "cifar10": DataSpec((3, 32, 32), 10),
-         "cifar100": DataSpec((3, 32, 32), 100), "tiny_imagenet": DataSpec((3, 64, 64), 200)}
+         "cifar100": DataSpec((3, 32, 32), 100), "tiny_imagenet": DataSpec((3, 64, 64), 200),
+         "femnist": DataSpec((1, 28, 28), 62)}
 
 
 def test_every_source_module_registers_a_dataset_with_its_yaml():

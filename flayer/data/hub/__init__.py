@@ -11,7 +11,8 @@ local copy in one of these formats:
   else the name of its folder (`train/0000.parquet` -> train);
 - for image sets, an image folder `<class>/<image>` (columns `image` and `label`, whatever the
   hub calls them): sub-folders named 0, 1, ... keep their numbers as labels, other names are
-  numbered in sorted order (as in `datasets`' imagefolder and torchvision's ImageFolder).
+  numbered in sorted order (as in `datasets`' imagefolder and torchvision's ImageFolder). It
+  holds no other column: not FEMNIST's writers, which its natural clients need.
 
 All splits are merged into one pool: `train` first, then the other splits sorted by name
 (PFLlib merges train and test).
@@ -23,6 +24,6 @@ asked), `saved` (save_to_disk), `parquet`, `imagefolder`. `locate` picks the one
 """
 
 from flayer.data.hub.locate import locate
-from flayer.data.hub.storage import Split, Storage, read_labels
+from flayer.data.hub.storage import Split, Storage, read_column, read_labels
 
-__all__ = ["Split", "Storage", "locate", "read_labels"]
+__all__ = ["Split", "Storage", "locate", "read_column", "read_labels"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flayer.data.cache import Memo
 from flayer.data.hub.storage import LocalCopy, Split, digest
+from flayer.util.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -57,6 +58,11 @@ class ImageFolder(LocalCopy):
         """The folder as one split, images stored by path like `datasets`' Image()."""
         import pyarrow as pa
 
+        others = [hub for ours, hub in columns.items() if ours not in ("image", "label")]
+        if others:
+            raise DataError(f"{self.where} is an image folder, which holds images and their "
+                            f"classes only, no column {', '.join(others)}; give a save_to_disk "
+                            f"folder or parquet files of {self.hub_id}, which keep it")
         files = self._listing()[1]
         image = pa.StructArray.from_arrays(
             [pa.nulls(len(files), pa.binary()),

