@@ -4,7 +4,9 @@ what arriving late means for a few methods; the same numbers whatever serves the
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +76,8 @@ def test_a_new_client_is_never_trained_synced_or_stored(small, tmp_path, method)
     assert keys.STATE_ARRAYS not in state and keys.STATE_APP not in state
     folders = {p.name for p in (tmp_path / "nodes").glob("*/*") if any(p.iterdir())}
     assert folders == {f"partition-{p}" for p in range(3) if p != new}
+    if method != "flayer":
+        return
     # the simulation's layout: the store never holds a file for it
     store = tmp_path / "store"
     run_executors(cfg, store)
@@ -131,6 +135,14 @@ def test_join_ratio_samples_the_seen_clients_only(small):
 
 
 # ---- what arriving late means, method by method ------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_page_says_what_a_client_that_arrives_late_does(method):
+    # the module whose docstring is the method's page (as the docs build finds it)
+    settings = METHODS.get(method).settings.__module__
+    module = importlib.import_module(re.sub(r"\.settings(?=\.|$)", "", settings, count=1))
+    assert "\nA client that arrives late (`new_clients`)" in (module.__doc__ or "")
+
 
 def global_from(client: ClientMethod, shift: float = 1.0) -> dict[str, np.ndarray]:
     """Global arrays for what the client shares: its model's values moved by `shift`."""
