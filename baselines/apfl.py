@@ -27,6 +27,11 @@ received (the paper's output v_bar = alpha * v + (1 - alpha) * w).
 A training reply's train loss is w's (FedAvg's); the mixed model's goes with it as the metric
 `personal-loss`. Each evaluation also reports the client's current `alpha`.
 
+A client that arrives late (`new_clients`) takes the received global model as w and starts v
+where w is (the paper's v^(0) = w^(0)) and alpha at its setting; for `new_client_epochs` epochs
+v and alpha take their steps on the mixed model's loss, w fixed (nothing goes up), and the
+client is evaluated with the mixture.
+
 Settings (conf/strategy/apfl.yaml):
   alpha  starting value of the mixing weight, in [0, 1]; default 1.0, PFLlib's (`-al`). The
          paper's experiments start the adaptive weight small (0.01-0.25). At a small alpha v
@@ -59,8 +64,8 @@ from torch import nn
 from torch.func import functional_call
 
 from baselines.settings.apfl import APFLSettings
-from flayer.nn.training import EvalResult, Terms
-from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.nn.training import BeforeStep, EvalResult, Terms
+from flayer.protocol.client import LATE, ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 
 
@@ -99,6 +104,24 @@ def apfl_loss(model: APFLModel, x: torch.Tensor, y: torch.Tensor) -> Terms:
                  {"global-loss": global_loss, "personal-loss": personal_loss})
 
 
+def mixed_loss(model: APFLModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The mixed model's cross-entropy with w a constant: v and alpha learn, w does not."""
+    return F.cross_entropy(model.mixed(x, w_constant=True), y)
+
+
+def alpha_step(model: APFLModel, lr: float) -> BeforeStep:
+    """A `before_step` hook taking alpha's projected SGD step (the optimizer steps the
+    models right after)."""
+    def step(epoch: int, batch: int) -> None:
+        alpha = model.alpha
+        assert alpha.grad is not None, "the mixed model's loss gives alpha a gradient"
+        with torch.no_grad():
+            alpha.sub_(lr * alpha.grad).clamp_(0.0, 1.0)
+        alpha.grad = None
+
+    return step
+
+
 class APFLClient(ClientMethod):
     """`self.model` is the APFLModel: w from the global model each message, v and alpha kept."""
 
@@ -120,18 +143,22 @@ class APFLClient(ClientMethod):
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         model, lr = self.model, self.lr
         optimizer = torch.optim.SGD([*model.w.parameters(), *model.v.parameters()], lr=lr)
-
-        def step_alpha(epoch: int, batch: int) -> None:
-            """Alpha's projected SGD step (the optimizer steps w and v right after)."""
-            alpha = model.alpha
-            assert alpha.grad is not None, "the mixed model's loss gives alpha a gradient"
-            with torch.no_grad():
-                alpha.sub_(lr * alpha.grad).clamp_(0.0, 1.0)
-            alpha.grad = None
-
         stats = self.train_model(model, optimizer, version, loss_fn=apfl_loss,
-                                 before_step=step_alpha)
+                                 before_step=alpha_step(model, lr))
         return self.result(self.upload(), stats, loss="global-loss", with_terms=True)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # w: the global model
+        model = self.model
+        with torch.no_grad():  # v starts where w does (the paper's v0 = w0), alpha at its setting
+            for v, w in zip(model.v.parameters(), model.w.parameters(), strict=True):
+                v.copy_(w)
+        if epochs:
+            optimizer = torch.optim.SGD(model.v.parameters(), lr=self.lr)
+            self.train_model(model, optimizer, version, purpose=LATE, epochs=epochs,
+                             loss_fn=mixed_loss, before_step=alpha_step(model, self.lr))
+        return self.evaluate(version)
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         result = self.evaluate_on(self.env.data.x_test, self.env.data.y_test)  # the mixture

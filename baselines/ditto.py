@@ -12,6 +12,10 @@ round the client trains, takes `personal_epochs` epochs of SGD on
 where w_received is the global model of that round (PFLlib: `ptrain` runs before `train`, with
 the model still holding the received global). v is the model the client evaluates and keeps.
 
+A client that arrives late (`new_clients`) starts v as the received global model and trains it
+for `new_client_epochs` epochs with the proximal pull toward that model (v's training; w is not
+trained, nothing goes up); it is evaluated with v.
+
 Settings (conf/strategy/ditto.yaml):
   lam              lambda, the proximal weight pulling v toward the received global model;
                    default 0.1 (PFLlib's `mu`; note PFLlib's command-line default mu = 0
@@ -38,8 +42,8 @@ from torch import nn
 from baselines.settings.ditto import DittoSettings
 from flayer.nn.models import build_model
 from flayer.nn.params import load_params, shared_params
-from flayer.nn.training import cross_entropy, proximal_pull
-from flayer.protocol.client import ClientMethod, FitResult
+from flayer.nn.training import EvalResult, cross_entropy, proximal_pull
+from flayer.protocol.client import LATE, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.upload import Upload
 
@@ -73,12 +77,23 @@ class DittoClient(ClientMethod):
         return self.result(Upload(arrays=shared_params(w)), stats,
                            metrics={"personal-loss": personal})
 
-    def train_personal(self, global_arrays: dict[str, np.ndarray], version: int) -> float:
-        """`personal_epochs` of SGD on v with the proximal pull toward w_received."""
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # v starts as the global model
+        if epochs:
+            self.train_personal(global_arrays, version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
+
+    def train_personal(self, global_arrays: dict[str, np.ndarray], version: int, *,
+                       epochs: int | None = None, purpose: str = "personal") -> float:
+        """`personal_epochs` (unless given) of SGD on v with the proximal pull toward
+        w_received."""
         lam = self.settings.lam
         proximal = proximal_pull(self.model, global_arrays, lam, self.env.device)
         stats = self.train_model(self.model, self.optimizer(self.model), version,
-                                 purpose="personal", epochs=self.settings.personal_epochs,
+                                 purpose=purpose,
+                                 epochs=self.settings.personal_epochs if epochs is None
+                                 else epochs,
                                  loss_fn=self.personal_loss,
                                  before_step=proximal if lam > 0 else None)
         return stats.mean_loss

@@ -26,6 +26,10 @@ each client aggregates every global model, as in PFLlib. A "participation" is su
 W, the participation flags and the last ALA's pass count persist in the client's state.
 Then E epochs of normal training on the whole model (`fit`, FedAvg's).
 
+A client that arrives late (`new_clients`) participates for the first time: ALA is skipped
+(it has no local model yet) and its model is the global one, which it trains for
+`new_client_epochs` epochs (FedAvg's local update) before it is evaluated.
+
 Settings (conf/strategy/fedala.yaml; defaults are PFLlib's):
   eta_w             learning rate of W; default 1.0 (PFLlib `eta`)
   rand_percent      share of the training data, in percent, that W learns on; default 80

@@ -32,6 +32,10 @@ training round; this costs one forward pass of the body over the training data p
 steps (on one CPU thread, 2,000 samples, batch 10, ten epochs: about 1.6 s and 2.5 s, against
 5.9 s for one local epoch of the CNN; the head's steps are many and tiny).
 
+A client that arrives late (`new_clients`) puts the run's initial head on the received body; its
+personalization is the head fine-tuning every evaluation does (body frozen, on a copy), for
+`new_client_epochs` epochs in place of `fine_tuning_epochs` (no epochs: the initial head).
+
 Settings (conf/strategy/fedbabu.yaml):
   fine_tuning_epochs  epochs of head fine-tuning before each evaluation; default 10 (PFLlib's
                       `fine_tuning_epochs`). 0 evaluates the model as trained: the global body
@@ -111,9 +115,10 @@ class FedBABUClient(ClientMethod):
                  for idx in batches(data.num_train, FEATURE_BATCH, None)]
         return torch.cat(parts)
 
-    def fine_tuned_head(self, version: int) -> tuple[nn.Module, TrainStats]:
-        """A copy of the head after `fine_tuning_epochs` epochs of SGD on the training data's
-        features (the model itself is not touched)."""
+    def fine_tuned_head(self, version: int, epochs: int | None = None
+                        ) -> tuple[nn.Module, TrainStats]:
+        """A copy of the head after `epochs` (`fine_tuning_epochs` unless given) epochs of
+        SGD on the training data's features (the model itself is not touched)."""
         head = copy.deepcopy(self.env.layers.head_module(self.model))
         for p in head.parameters():
             p.requires_grad_(True)
@@ -121,15 +126,25 @@ class FedBABUClient(ClientMethod):
         view = FeatureSet(self.train_features(), data.y_train.to(self.env.device))
         stats = train(head, torch.optim.SGD(head.parameters(), lr=self.lr),
                       view,  # duck-typed: the part of ClientData that train reads
-                      epochs=self.settings.fine_tuning_epochs, batch_size=self.cfg.batch_size,
+                      epochs=self.settings.fine_tuning_epochs if epochs is None else epochs,
+                      batch_size=self.cfg.batch_size,
                       generator=self.generator("fine-tune", version), device=self.env.device)
         return head, stats
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
+        return self.evaluate_tuned(version, self.settings.fine_tuning_epochs)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # the body; the head is the initial one
+        return self.evaluate_tuned(version, epochs)
+
+    def evaluate_tuned(self, version: int, epochs: int) -> tuple[EvalResult, dict[str, float]]:
+        """The model with a copy of its head fine-tuned for `epochs` epochs, body frozen."""
         data = self.env.data
-        if self.settings.fine_tuning_epochs == 0 or data.num_train == 0:
+        if epochs == 0 or data.num_train == 0:
             return super().evaluate(version)
-        head, _ = self.fine_tuned_head(version)
+        head, _ = self.fine_tuned_head(version, epochs)
         layers = self.env.layers
 
         def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,11 @@ seeded by the run seed, the client and the model version, so evaluations are rep
 Where the reference starts with a random context until a client's first training round, here
 the context is derived from the personal head from the start (the paper's definition).
 
+A client that arrives late (`new_clients`) takes in the extractor, the global head and the CPN,
+with a fresh personal head (the initial one) and the context computed from it; it trains on
+FedCP's local objective for `new_client_epochs` epochs and is evaluated as every client is
+(with Gumbel noise).
+
 Settings (conf/strategy/fedcp.yaml):
   lam  lambda, weight of the MMD term; default 1. The authors' run script uses 5 (`-lam 5`);
        on the default setup (Fashion-MNIST Dir(0.1), 20 rounds) 5 reaches 94.6% and 1 learns
@@ -51,8 +56,8 @@ from baselines.settings.fedcp import FedCPSettings
 from flayer.config.schema import Config
 from flayer.nn.layers import LayerMap, features
 from flayer.nn.params import load_modules, shared_params, with_modules
-from flayer.nn.training import EvalResult, Terms
-from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.nn.training import EvalResult, Terms, TrainStats
+from flayer.protocol.client import LATE, ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
@@ -215,14 +220,29 @@ class FedCPClient(ClientMethod):
         return Terms(ce + self.settings.lam * distance, {"ce-loss": ce, "mmd": distance})
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
+        stats = self.train_local(version)
+        return self.result(self.upload(), stats, with_terms=True)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        # the extractor, global head and CPN; the personal head is the initial one, and the
+        # context is set from it
+        self.receive(global_arrays, version)
+        if epochs:
+            self.train_local(version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
+
+    def train_local(self, version: int, *, epochs: int | None = None,
+                    purpose: str = "train") -> TrainStats:
+        """The local objective, with Gumbel noise: the extractor, personal head and CPN learn."""
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(trainable, lr=self.lr)
         self.model.noise = self.generator("fedcp-gumbel", version)
         try:
-            stats = self.train_model(self.model, optimizer, version, loss_fn=self.loss)
+            return self.train_model(self.model, optimizer, version, purpose=purpose,
+                                    epochs=epochs, loss_fn=self.loss)
         finally:
             self.model.noise = None
-        return self.result(self.upload(), stats, with_terms=True)
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         self.model.noise = self.generator("fedcp-eval-gumbel", version)

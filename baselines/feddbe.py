@@ -20,6 +20,10 @@ with every later model (never uploaded, so aggregation keeps it). These replies'
 round 0. The client's own model is untouched by that pass (in the reference the clients' models
 are overwritten by the global one before round 0's evaluation).
 
+A client that arrives late (`new_clients`) takes in the model with a zero representation bias
+and trains for `new_client_epochs` epochs as FedDBE trains (the bias learns, the running
+feature mean is pulled toward the global mean); it is evaluated with the bias.
+
 Settings (conf/strategy/feddbe.yaml):
   momentum  weight of the current batch in the running feature mean; default 0.1 (PFLlib's
             default; the authors' own run script for Fashion-MNIST Dir(0.1) uses 1.0)
@@ -41,8 +45,8 @@ from torch import nn
 
 from baselines.settings.feddbe import FedDBESettings
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.training import Terms
-from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.nn.training import EvalResult, Terms, TrainStats
+from flayer.protocol.client import LATE, ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.server import AskEveryClient, MethodServer
 from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
@@ -108,6 +112,19 @@ class FedDBEClient(ClientMethod):
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
         if self.env.instructions.get(PHASE) == PHASE_MEAN:
             return self.feature_mean(version)
+        stats = self.train_dbe(global_arrays, version)
+        return self.result(self.upload(), stats, with_terms=True)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # the base model; the bias starts at zero
+        if epochs:
+            self.train_dbe(global_arrays, version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
+
+    def train_dbe(self, global_arrays: dict[str, np.ndarray], version: int, *,
+                  epochs: int | None = None, purpose: str = "train") -> TrainStats:
+        """Local training with the bias and the mean regularizer toward the global mean."""
         if GLOBAL_MEAN not in global_arrays:
             raise RuntimeError("FedDBE: the global model carries no global feature mean")
         target = torch.as_tensor(global_arrays[GLOBAL_MEAN], device=self.env.device)
@@ -122,10 +139,11 @@ class FedDBEClient(ClientMethod):
             return Terms(ce + kappa * regularizer, {"ce-loss": ce, "mean-reg": regularizer})
 
         optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr)  # bias included
-        stats = self.train_model(self.model, optimizer, version, loss_fn=loss_fn)
+        stats = self.train_model(self.model, optimizer, version, purpose=purpose, epochs=epochs,
+                                 loss_fn=loss_fn)
         if running.value is not None:
             self.extra[RUNNING_MEAN] = running.value.cpu().numpy()
-        return self.result(self.upload(), stats, with_terms=True)
+        return stats
 
     def feature_mean(self, version: int) -> FitResult:
         """Round 0's phase: one epoch on a copy, no DBE terms; reply with the running mean."""

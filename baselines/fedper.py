@@ -8,6 +8,10 @@ the whole model for E epochs (`local_epochs`) of plain SGD at the run's rate, an
 body. Its accuracy is that of its own model: the global body with its personal head. Uploaded
 bytes are therefore those of the body only.
 
+A client that arrives late (`new_clients`) puts a fresh head (the run's initial one) on the
+received body, trains the whole model for `new_client_epochs` epochs (FedPer's local update)
+and is evaluated with it.
+
 Settings (conf/strategy/fedper.yaml):
   personal_layers  how many top layers stay on the client (the paper's K_P), default 1: only
                    the head (the classifier), as in PFLlib. Must leave at

@@ -46,6 +46,12 @@ lowest logit minus `ABSENT_GAP` (so it is never the argmax and the loss stays fi
 any prototype exists (round 0) the client is evaluated with its model's own head (PFLlib
 reports accuracy 0 there, evaluating nothing).
 
+A client that arrives late (`new_clients`) receives only the global prototypes; its model is
+the run's initial one, trained for `new_client_epochs` epochs on the cross-entropy plus the
+pull of its features toward the global prototypes, so that its own classes' features settle
+where the federation's prototypes are. It is evaluated as every client is, by the nearest
+global prototype (no epochs: the initial model's features).
+
 Settings (conf/strategy/fedproto.yaml):
   lamda  weight of the prototype regularizer; default 1.0 (PFLlib main.py `-lam/--lamda`)
 Needs a Linear head after a body (`require_linear_head`): the feature is the head's input.
@@ -64,7 +70,7 @@ from baselines.settings.fedproto import FedProtoSettings
 from flayer.nn.layers import features
 from flayer.nn.training import EvalResult, Terms, batches
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.protocol.client import LATE, ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
@@ -181,6 +187,14 @@ class FedProtoClient(ClientMethod):
         n = self.env.data.num_train
         return FitResult(Upload(arrays=prototype_upload(sums, counts, n)), n, stats.mean_loss,
                          metrics=stats.mean_terms())
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # the prototypes; its model is the initial one
+        if epochs:
+            self.train_model(self.model, self.optimizer(self.model), version, purpose=LATE,
+                             epochs=epochs, loss_fn=self.loss)
+        return self.evaluate(version)
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         prototypes, present = self.received()

@@ -16,6 +16,10 @@ cost of one more backward pass over every parameter). BatchNorm statistics are b
 in the term. With mu = 0 no hook is installed at all, so the run is FedAvg's, bit for bit. The
 reported train loss is the cross-entropy (comparable with FedAvg's), not the proximal objective.
 
+A client that arrives late (`new_clients`) trains the received global model for
+`new_client_epochs` epochs on its local objective, the proximal pull toward that model
+included, and is evaluated with the result.
+
 Settings (conf/strategy/fedprox.yaml):
   mu  the proximal weight; default 0.01, the comparison's setting (the authors' repository
       advises tuning it over {0.001, 0.01, 0.1, 0.5, 1}; no value suits every setting).
@@ -36,8 +40,8 @@ import numpy as np
 
 from baselines.fedavg import FedAvgClient
 from baselines.settings.fedprox import FedProxSettings
-from flayer.nn.training import proximal_pull
-from flayer.protocol.client import FitResult
+from flayer.nn.training import EvalResult, TrainStats, proximal_pull
+from flayer.protocol.client import LATE, FitResult
 from flayer.protocol.method import register_method
 
 
@@ -47,12 +51,24 @@ class FedProxClient(FedAvgClient):
     settings: FedProxSettings
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
+        stats = self.train_proximal(global_arrays, version)
+        return self.result(self.upload(), stats)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)
+        if epochs:
+            self.train_proximal(global_arrays, version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
+
+    def train_proximal(self, global_arrays: dict[str, np.ndarray], version: int, *,
+                       epochs: int | None = None, purpose: str = "train") -> TrainStats:
+        """SGD on the local objective: the proximal pull toward the received model."""
         mu = self.settings.mu
         hook = (proximal_pull(self.model, global_arrays, mu, self.env.device)
                 if mu != 0 else None)
-        stats = self.train_model(self.model, self.optimizer(self.model), version,
-                                 before_step=hook)
-        return self.result(self.upload(), stats)
+        return self.train_model(self.model, self.optimizer(self.model), version,
+                                purpose=purpose, epochs=epochs, before_step=hook)
 
 
 register_method("fedprox", FedProxSettings, FedProxClient)

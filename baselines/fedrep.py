@@ -11,6 +11,10 @@ uploads the body. Frozen means no gradient step; BatchNorm running statistics (b
 uploaded) still update in both phases, as in PFLlib. The reported train loss is the body
 phase's (the E local epochs, as for every method); the head phase's is the `head-loss` metric.
 
+A client that arrives late (`new_clients`) puts a fresh head (the run's initial one) on the
+received body and trains the head alone, body frozen, for `new_client_epochs` epochs: the head
+phase, as the paper's new clients learn only their head on the global representation.
+
 Settings (conf/strategy/fedrep.yaml):
   head_epochs      epochs of the head phase, default 1 (PFLlib's
                    `plocal_epochs`); the FedRep paper uses 10.
@@ -25,8 +29,8 @@ import torch
 
 from baselines.fedper import FedPerClient
 from baselines.settings.fedrep import FedRepSettings
-from flayer.nn.training import TrainStats, only_trainable
-from flayer.protocol.client import FitResult
+from flayer.nn.training import EvalResult, TrainStats, only_trainable
+from flayer.protocol.client import LATE, FitResult
 from flayer.protocol.method import register_method
 
 
@@ -36,12 +40,15 @@ class FedRepClient(FedPerClient):
     train_metrics = ("head-loss",)  # train-loss is the body phase's
     settings: FedRepSettings
 
-    def train_head(self, version: int) -> TrainStats:
+    def train_head(self, version: int, *, epochs: int | None = None,
+                   purpose: str = "head") -> TrainStats:
+        """The head phase: the head alone learns (`head_epochs` epochs unless given)."""
         head = set(self.env.layers.param_names) - set(self.shared)
         with only_trainable(self.model, head) as trainable:
             optimizer = torch.optim.SGD(trainable.values(), lr=self.lr)
-            return self.train_model(self.model, optimizer, version, purpose="head",
-                                    epochs=self.settings.head_epochs)
+            return self.train_model(self.model, optimizer, version, purpose=purpose,
+                                    epochs=self.settings.head_epochs if epochs is None
+                                    else epochs)
 
     def train_body(self, version: int) -> TrainStats:
         with only_trainable(self.model, self.shared) as trainable:
@@ -54,6 +61,13 @@ class FedRepClient(FedPerClient):
         body_stats = self.train_body(version)
         return self.result(self.upload(), body_stats,
                            metrics={"head-loss": head_stats.mean_loss})
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # the body; the head is the initial one
+        if epochs:
+            self.train_head(version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
 
 
 register_method("fedrep", FedRepSettings, FedRepClient)

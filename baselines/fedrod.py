@@ -31,6 +31,11 @@ reaches only its own parameters, so they are taken as one SGD step on the sum of
 The reported train loss is the BSM (the loss of what is federated, as Ditto reports its global
 copy's); the personal CE is the metric `personal-loss`.
 
+A client that arrives late (`new_clients`) takes in the generic model with a fresh personal
+head (a copy of the initial head); only the personal head learns, for `new_client_epochs`
+epochs, on the summed output (training's personal loss, the generic model fixed), and the
+client is evaluated with generic + personal.
+
 Settings: none. PFLlib has none; the personal head is its linear one (the paper also describes
 a hypernetwork that generates the personal head, not implemented here). Needs a Linear head
 after a body (`require_linear_head`).
@@ -47,8 +52,8 @@ from torch import nn
 
 from baselines.settings.fedrod import FedRoDSettings
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.training import Terms
-from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.nn.training import EvalResult, Terms, only_trainable
+from flayer.protocol.client import LATE, ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 
 
@@ -115,6 +120,18 @@ class FedRoDClient(ClientMethod):
             self.model, optimizer, version,
             loss_fn=lambda model, x, y: self.loss(model, x, y, log_counts))
         return self.result(self.upload(), stats, loss="bsm-loss", with_terms=True)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # the generic model; the personal head initial
+        if epochs:
+            # the personal head alone learns, on the summed output: with the rest frozen its
+            # gradient is that of the personal loss of training
+            personal = [n for n, _ in self.model.named_parameters() if n.startswith("personal.")]
+            with only_trainable(self.model, personal) as trainable:
+                optimizer = torch.optim.SGD(trainable.values(), lr=self.lr)
+                self.train_model(self.model, optimizer, version, purpose=LATE, epochs=epochs)
+        return self.evaluate(version)
 
 
 register_method("fedrod", FedRoDSettings, FedRoDClient)

@@ -52,6 +52,11 @@ release) departs from the paper, the paper is followed:
 The reference's separate train-loss pass is not made: train-loss is the training objective's
 mean over the local steps, as for every method here.
 
+A client that arrives late (`new_clients`) takes in the extractor, CoV and GCE, sets its
+conditional inputs from the received table and its own label shares, starts from the initial
+head, trains on GPFL's local loss for `new_client_epochs` epochs and is evaluated on the
+personalized route.
+
 Settings (conf/strategy/gpfl.yaml):
   lam  lambda, weight of the magnitude-level guidance; default 0.01, the authors' run script for
        the 4-layer CNN (`-lam 0.01`; MNIST Dir(0.1), 20 clients, batch 10, much like the
@@ -79,8 +84,8 @@ from torch import nn
 from baselines.settings.gpfl import GPFLSettings
 from flayer.config.schema import Config
 from flayer.nn.layers import LayerMap, features
-from flayer.nn.training import Terms
-from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
+from flayer.nn.training import EvalResult, Terms
+from flayer.protocol.client import LATE, ClientEnv, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.server import MethodServer
 from flayer.util.seeding import derive_seed
@@ -232,6 +237,17 @@ class GPFLClient(ClientMethod):
         optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr)
         stats = self.train_model(self.model, optimizer, version, loss_fn=self.loss)
         return self.result(self.upload(), stats, with_terms=True)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        # the extractor, CoV and GCE, and the conditional inputs from the received table; the
+        # head is the initial one
+        self.receive(global_arrays, version)
+        if epochs:
+            optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr)
+            self.train_model(self.model, optimizer, version, purpose=LATE, epochs=epochs,
+                             loss_fn=self.loss)
+        return self.evaluate(version)
 
 
 class GPFLServer(MethodServer):

@@ -12,6 +12,10 @@ local update and PFLlib do, and uploads the global layers. The server takes thei
 sample-weighted mean. A client's accuracy is that of its own model: its own representation
 with the global head. Uploaded bytes are therefore those of the head only.
 
+A client that arrives late (`new_clients`) has no representation of its own yet: the received
+global head sits on the run's initial lower layers, and the whole model trains for
+`new_client_epochs` epochs (LG-FedAvg's local update) before it is evaluated.
+
 Settings (conf/strategy/lgfedavg.yaml):
   global_layers  how many top layers are global (shared and averaged), default 1: the head,
                  as in PFLlib (`model.head`). The authors' scripts share the top 2 layers of

@@ -11,6 +11,9 @@ Its accuracy is that of its own model on its own test data.
 The round loop is the shared one: a round still samples clients, counts as a new model version
 once clients reply (there is nothing to average, the version only counts the training rounds),
 and evaluates every client. No settings of its own.
+
+A client that arrives late (`new_clients`) receives nothing: it trains the run's initial model
+for `new_client_epochs` epochs and is evaluated with it (no epochs: the initial model).
 """
 
 from __future__ import annotations

@@ -24,6 +24,12 @@ client's stored state (its BatchNorm statistics) is not changed by evaluation.
 The train loss is that of the adapted parameters on the second batch of each step (the loss
 the method minimizes).
 
+A client that arrives late (`new_clients`) is the new user the meta-model is trained for: it
+takes the one adaptation step every client's evaluation takes (one SGD step at rate alpha on
+one seeded training batch) from the received meta-model and is evaluated with the adapted
+copy. `new_client_epochs` only says whether it takes that step (0: the meta-model as
+received).
+
 Settings (conf/strategy/perfedavg.yaml):
   beta  the meta step's rate; default null, which means the run's learning rate. PFLlib's
         `-bt` defaults to 0, which its optimizer reads as "use the learning rate", and its
@@ -118,6 +124,13 @@ class PerFedAvgClient(FedAvgClient):
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         model = self.adapted(version)
         return self.evaluate_on(self.env.data.x_test, self.env.data.y_test, model=model), {}
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # the meta-model
+        if epochs == 0:  # the meta-model as received, not adapted
+            return self.evaluate_on(self.env.data.x_test, self.env.data.y_test), {}
+        return self.evaluate(version)  # its one adaptation step
 
 
 register_method("perfedavg", PerFedAvgSettings, PerFedAvgClient)

@@ -31,6 +31,10 @@ so beta = 1 is FedAvg's plain mean (exactly) and beta > 1 extrapolates, as the p
 The mix of the previous model and the mean (as FedAvg stores it) is taken in float64 and stored
 in the global arrays' dtype; nothing beyond the global arrays is held on the server.
 
+A client that arrives late (`new_clients`) starts theta as the received global model and moves
+it with `new_client_epochs` epochs of pFedMe's local procedure (K inner steps per batch, the
+outer step on w); it is evaluated with theta.
+
 Settings (conf/strategy/pfedme.yaml):
   K                inner steps per batch; default 5 (the paper's experiments; PFLlib `-K`)
   p_learning_rate  rate of the inner steps on theta; default 0.01 (PFLlib main.py's `-lrp`
@@ -69,9 +73,9 @@ from torch import nn
 
 from baselines.settings.pfedme import PFedMeSettings
 from flayer.nn.params import load_params
-from flayer.nn.training import cross_entropy
+from flayer.nn.training import EvalResult, TrainStats, cross_entropy
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.client import ClientMethod, FitResult
+from flayer.protocol.client import LATE, ClientMethod, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import Upload
@@ -121,6 +125,23 @@ class PFedMeClient(ClientMethod):
             self.meta[INITIALIZED] = True
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
+        stats, w = self.train_moreau(global_arrays, version)
+        names = [n for n, _ in self.model.named_parameters()]
+        upload = {n: t.detach().cpu().numpy().copy() for n, t in zip(names, w, strict=True)}
+        return self.result(Upload(arrays=upload), stats)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # theta starts as the global model
+        if epochs:
+            self.train_moreau(global_arrays, version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
+
+    def train_moreau(self, global_arrays: dict[str, np.ndarray], version: int, *,
+                     epochs: int | None = None, purpose: str = "train"
+                     ) -> tuple[TrainStats, list[torch.Tensor]]:
+        """The local procedure from the received global model: theta's inner steps and w's
+        outer steps; returns the stats and w."""
         load_params(self.model, global_arrays)  # theta starts from the received global
         self.meta[INITIALIZED] = True
         names = [n for n, _ in self.model.named_parameters()]
@@ -141,9 +162,9 @@ class PFedMeClient(ClientMethod):
             optimizer.zero_grad(set_to_none=True)
             return cross_entropy(model, x, y)
 
-        stats = self.train_model(self.model, optimizer, version, loss_fn=loss_fn)
-        upload = {n: t.detach().cpu().numpy().copy() for n, t in zip(names, w, strict=True)}
-        return self.result(Upload(arrays=upload), stats)
+        stats = self.train_model(self.model, optimizer, version, purpose=purpose, epochs=epochs,
+                                 loss_fn=loss_fn)
+        return stats, w
 
 
 class PFedMeServer(MethodServer):

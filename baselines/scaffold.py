@@ -42,6 +42,10 @@ only for one local epoch (the default). The c update divides by N, as the paper 
 which keeps c the mean of all clients' c_i. A client whose upload the server rejects has still
 updated its own c_i (as a dropped client does in PFLlib); c then misses that client's change.
 
+A client that arrives late (`new_clients`) has no control variate yet (c_i = 0): it trains the
+received x for `new_client_epochs` epochs with the gradient corrected by the received c, as its
+first local update would, and is evaluated with the result (uploading nothing).
+
 Settings (conf/strategy/scaffold.yaml):
   server_lr  the global step size eta_g on the averaged update; default 1.0, the
              comparison's setting and PFLlib's `server_learning_rate` default (1 makes the
@@ -59,8 +63,9 @@ from torch import nn
 from baselines.fedavg import FedAvgClient
 from baselines.settings.scaffold import ScaffoldSettings
 from flayer.nn.params import shared_params
+from flayer.nn.training import EvalResult, TrainStats
 from flayer.protocol.aggregation import WeightedSum
-from flayer.protocol.client import FitResult
+from flayer.protocol.client import LATE, FitResult
 from flayer.protocol.method import register_method
 from flayer.protocol.server import MethodServer
 from flayer.protocol.upload import TensorSpec, Upload, UploadSpec
@@ -114,21 +119,36 @@ class ScaffoldClient(FedAvgClient):
         x = shared_params(self.model)  # the received global model
         c = {n: global_arrays[CONTROL + n] for n in x}
         c_i = self.own_control()
-        device = self.env.device
-        correction = {n: torch.as_tensor(c[n] - c_i[n], device=device) for n in x}
-        hook, steps = corrected_gradient(self.model, correction)
-        stats = self.train_model(self.model, self.optimizer(self.model), version,
-                                 before_step=hook)
-        if steps[0] == 0:
+        stats, steps = self.train_corrected(c, c_i, version)
+        if steps == 0:
             raise RuntimeError("SCAFFOLD: a client took no local step")
         y = shared_params(self.model)
         n = self.env.data.num_train
         upload = dict(y)
         for name in x:
-            new = option_two(c_i[name], c[name], x[name], y[name], steps[0], self.lr)
+            new = option_two(c_i[name], c[name], x[name], y[name], steps, self.lr)
             upload[DELTA_C + name] = (new - c_i[name]) / np.float32(n)
             self.extra[CLIENT_C + name] = new
         return self.result(Upload(arrays=upload), stats)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        self.receive(global_arrays, version)  # x; a client new to the run has c_i = 0
+        if epochs:
+            c = {n: global_arrays[CONTROL + n] for n, _ in self.model.named_parameters()}
+            self.train_corrected(c, self.own_control(), version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
+
+    def train_corrected(self, c: dict[str, np.ndarray], c_i: dict[str, np.ndarray],
+                        version: int, *, epochs: int | None = None, purpose: str = "train"
+                        ) -> tuple[TrainStats, int]:
+        """Local SGD on the gradient corrected by c - c_i; returns the stats and the steps."""
+        device = self.env.device
+        correction = {n: torch.as_tensor(c[n] - c_i[n], device=device) for n in c}
+        hook, steps = corrected_gradient(self.model, correction)
+        stats = self.train_model(self.model, self.optimizer(self.model), version,
+                                 purpose=purpose, epochs=epochs, before_step=hook)
+        return stats, steps[0]
 
 
 class ScaffoldServer(MethodServer):

@@ -190,8 +190,6 @@ class ResultSet:
 def result_sets() -> list[ResultSet]:
     """Each docs/results/<setup>/ as the report draws it: the comparison table and plot."""
     from flayer.results.report import compare
-    from flayer.results.tables import NOTE
-
     sets = []
     for folder in sorted(p for p in (ROOT / "docs" / "results").iterdir() if p.is_dir()):
         try:
@@ -206,7 +204,7 @@ def result_sets() -> list[ResultSet]:
             f"`docs/results/{folder.name}/`, {len(c.run_paths)} run(s); "
             f"`python -m flayer.results.report docs/results/{folder.name} --out DIR` prints the "
             "same.",
-            "", table, "", NOTE, "",
+            "", table, "", c.note, "",
             f"![accuracy per round, {folder.name}](results/{folder.name}.png)", ""])
         sets.append(ResultSet(folder.name, text, plot))
     return sets

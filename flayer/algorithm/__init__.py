@@ -47,4 +47,10 @@ by head passes before a client's first training) and withholding whole 1x1 convo
 (so they are never uploaded; by default the 1-D rule applies per output channel instead).
 Whatever this setting, training data is shuffled every epoch (seeded) and every test sample is
 evaluated, where the reference drops the last incomplete test batch.
+
+A client that arrives late (`new_clients`) has no accuracy yet: its local initialization mixes
+with a_k = 0 and so takes the global model whole, then makes its head pass and
+`new_client_epochs` epochs of FLAYER's local training (the initial per-layer rates, adapted as
+in training); it is evaluated with that model and keeps nothing. With no epochs it is
+evaluated with the global model itself (no head pass).
 """

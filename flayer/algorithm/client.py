@@ -12,8 +12,8 @@ from flayer.algorithm.rates import adapt_rates, initial_rates
 from flayer.algorithm.settings import Constants, FlayerSettings, constants, reference
 from flayer.nn.layers import LayerMap
 from flayer.nn.params import shared_params
-from flayer.nn.training import EvalResult, only_trainable
-from flayer.protocol.client import ClientMethod, FitResult
+from flayer.nn.training import EvalResult, TrainStats, only_trainable
+from flayer.protocol.client import LATE, ClientMethod, FitResult
 from flayer.protocol.upload import Upload
 
 
@@ -63,21 +63,8 @@ class FlayerClient(ClientMethod):
                              epochs=1)
 
     def fit(self, global_arrays: dict[str, np.ndarray], version: int) -> FitResult:
-        k = self.constants
-        groups = self.layers.param_groups(self.model, self.rates())
-        optimizer = torch.optim.SGD(groups, lr=self.lr)
         before = shared_params(self.model)
-
-        def recompute(epoch: int, batch: int) -> None:
-            if batch == 0:
-                new = adapt_rates(self.model, self.layers, [g["lr"] for g in groups],
-                                  self.lr, k.head_rate, k.s, k.c)
-                for group, rate in zip(optimizer.param_groups, new, strict=True):
-                    group["lr"] = rate
-
-        stats = self.train_model(self.model, optimizer, version,
-                                 before_step=recompute if self.settings.adaptive_lr else None)
-        self.meta["rates"] = [float(g["lr"]) for g in optimizer.param_groups]
+        stats = self.train_layers(version)
         after = shared_params(self.model)
         masks = {}
         if self.settings.masked_upload:
@@ -89,6 +76,38 @@ class FlayerClient(ClientMethod):
                 if mask is not None:
                     masks[name] = mask
         return self.result(Upload(arrays=after, masks=masks), stats)
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        # no accuracy yet: a_k = 0, so the initialization takes the global model whole; with
+        # no epochs that is what is evaluated, else the head pass and the epochs follow
+        if epochs == 0:
+            ClientMethod.receive(self, global_arrays, version)
+        else:
+            self.receive(global_arrays, version)
+            self.train_layers(version, epochs=epochs, purpose=LATE)
+        return self.evaluate(version)
+
+    def train_layers(self, version: int, *, epochs: int | None = None,
+                     purpose: str = "train") -> TrainStats:
+        """Local SGD with the client's per-layer rates (adapted at each epoch's first batch
+        with `adaptive_lr`), which it keeps for its next training."""
+        k = self.constants
+        groups = self.layers.param_groups(self.model, self.rates())
+        optimizer = torch.optim.SGD(groups, lr=self.lr)
+
+        def recompute(epoch: int, batch: int) -> None:
+            if batch == 0:
+                new = adapt_rates(self.model, self.layers, [g["lr"] for g in groups],
+                                  self.lr, k.head_rate, k.s, k.c)
+                for group, rate in zip(optimizer.param_groups, new, strict=True):
+                    group["lr"] = rate
+
+        stats = self.train_model(self.model, optimizer, version, purpose=purpose,
+                                 epochs=epochs,
+                                 before_step=recompute if self.settings.adaptive_lr else None)
+        self.meta["rates"] = [float(g["lr"]) for g in optimizer.param_groups]
+        return stats
 
     def evaluate(self, version: int) -> tuple[EvalResult, dict[str, float]]:
         data = self.env.data

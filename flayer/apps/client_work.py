@@ -4,7 +4,9 @@ a simulated executor serving a cohort one client after another.
 The runner keeps one model object per process and resets it to the run's initial model for
 each client (cheaper than building one per client, and the same numbers); the method's client
 side then restores what it keeps, takes in the global model (`receive` when the client has not
-seen this version, else `reload`), trains or evaluates, and hands back what to keep.
+seen this version, else `reload`), trains or evaluates, and hands back what to keep. A client
+kept out of training (`new_clients`) starts from nothing kept, arrives late
+(`ClientMethod.arrive`) and is evaluated; it hands back nothing to keep.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from flayer.data.node import load_node_data
 from flayer.data.source import DataSpec
 from flayer.nn.layers import LayerMap
 from flayer.nn.models import build_model
+from flayer.nn.training import EvalResult
 from flayer.protocol import keys
 from flayer.protocol.catalog import METHODS
 from flayer.protocol.client import ClientEnv, ClientMethod, FitResult
@@ -113,16 +116,20 @@ class ClientRunner:
         assert self._layers is not None
         return self._model, self._layers
 
-    def client(self, partition_id: int, instructions: dict[str, Any], saved: Personal,
-               global_arrays: dict[str, np.ndarray], version: int) -> ClientMethod:
-        """The method's client side, set up from global model `version`."""
+    def bare_client(self, partition_id: int, instructions: dict[str, Any]) -> ClientMethod:
+        """The method's client side on the run's initial model, with nothing restored."""
         data = self.data_for(partition_id,
                              self.method.client.holdout_fraction(self.cfg.strategy))
         model, layers = self.fresh_model(data.source.spec)
         env = ClientEnv(cfg=self.cfg, settings=self.cfg.strategy, partition_id=partition_id,
                         data=data, layers=layers, device=self.device,
                         instructions=instructions)
-        client = self.method.client(env, model)
+        return self.method.client(env, model)
+
+    def client(self, partition_id: int, instructions: dict[str, Any], saved: Personal,
+               global_arrays: dict[str, np.ndarray], version: int) -> ClientMethod:
+        """The method's client side, set up from global model `version`."""
+        client = self.bare_client(partition_id, instructions)
         if saved.arrays or saved.meta:
             client.load_state(saved.arrays, saved.meta)
         if saved.version == version:
@@ -152,16 +159,7 @@ class ClientRunner:
         client = self.client(partition_id, instructions, saved, global_arrays, version)
         metrics: Metrics = {keys.PARTITION_ID: partition_id, keys.EVALUATED: 0}
         if do_evaluate:
-            result, extra = client.evaluate(version)
-            metrics.update({
-                keys.EVALUATED: 1,
-                keys.CORRECT: result.correct,
-                keys.NUM_TEST: result.num,
-                keys.ACCURACY: result.accuracy,
-                keys.AUC: result.auc,
-                keys.TEST_LOSS: result.loss_sum / max(result.num, 1),
-                **extra,
-            })
+            metrics.update(evaluated(*client.evaluate(version)))
         arrays, meta = client.state()
         if do_evaluate:
             # what the client evaluated with: the global version its model was set up from
@@ -169,6 +167,33 @@ class ClientRunner:
             metrics[keys.INIT_VERSION] = version
             metrics[keys.STATE_HASH] = state_hash(arrays)
         return Evaluated(metrics, Personal(arrays=arrays, meta=meta, version=version))
+
+    def arrive(self, partition_id: int, instructions: dict[str, Any],
+               global_arrays: dict[str, np.ndarray]) -> Metrics:
+        """A new client (never trained): from nothing kept, it arrives late with the global
+        model and is evaluated; the reply's metrics, and nothing to keep."""
+        version = int(instructions[keys.MODEL_VERSION])
+        client = self.bare_client(partition_id, instructions)
+        metrics: Metrics = {keys.PARTITION_ID: partition_id,
+                            **evaluated(*client.arrive(global_arrays, version,
+                                                       self.cfg.new_client_epochs))}
+        arrays, _ = client.state()  # what it evaluated with, dropped
+        metrics[keys.INIT_VERSION] = version
+        metrics[keys.STATE_HASH] = state_hash(arrays)
+        return metrics
+
+
+def evaluated(result: EvalResult, extra: dict[str, float]) -> Metrics:
+    """The reply's metrics of a client's evaluation."""
+    return {
+        keys.EVALUATED: 1,
+        keys.CORRECT: result.correct,
+        keys.NUM_TEST: result.num,
+        keys.ACCURACY: result.accuracy,
+        keys.AUC: result.auc,
+        keys.TEST_LOSS: result.loss_sum / max(result.num, 1),
+        **extra,
+    }
 
 
 _RUNNER: list[ClientRunner] = []  # this process's runner (one run at a time per process)

@@ -3,7 +3,9 @@
 Each message names a cohort; the executor serves its clients one after another with one
 reused model, reads and writes their state in the run's client state store, and replies with
 the weighted sum of their uploads (each accepted by the server's own rule first) and one
-metrics record per client, or a failure record for a client whose work failed. A client's
+metrics record per client, or a failure record for a client whose work failed. A new client
+(`new_clients`) is served from nothing and leaves nothing: the store is never read or written
+for it. A client's
 failure is its computation failing; what the run stands on failing (a damaged client state
 file, the run's data) is the run's: the reply is then one `keys.RUN_ERROR` record.
 """
@@ -75,19 +77,24 @@ class Executor:
     def evaluate(self, msg: Message) -> Message:
         instructions = dict(msg.content[keys.CONFIG])
         evaluated = {int(p) for p in instructions.get(keys.DO_EVALUATE, [])}
+        new = {int(p) for p in instructions.get(keys.NEW_CLIENTS, [])}
         global_arrays = global_of(msg)
         content = RecordDict()
         for pid in self.cohort(instructions):
             try:
-                done = self.runner.evaluate(pid, instructions, self.store.load(pid),
-                                            global_arrays, pid in evaluated)
-                self.store.save(pid, done.state)
+                if pid in new:
+                    metrics = self.runner.arrive(pid, instructions, global_arrays)
+                else:
+                    done = self.runner.evaluate(pid, instructions, self.store.load(pid),
+                                                global_arrays, pid in evaluated)
+                    self.store.save(pid, done.state)
+                    metrics = done.metrics
             except DataError as exc:
                 return run_error(msg, exc)
             except Exception as exc:  # noqa: BLE001
                 self.failed(content, pid, "evaluation", exc)
                 continue
-            content[keys.client_record(pid)] = MetricRecord(done.metrics)
+            content[keys.client_record(pid)] = MetricRecord(metrics)
         return Message(content=content, reply_to=msg)
 
 

@@ -4,7 +4,8 @@ Its node config says which client it is (`partition-id`, checked against the run
 `num_clients` when `num-partitions` is given), where its data comes from (a partition of the
 run's dataset, or its own folder `data-dir`) and where it keeps copies of its personal state
 (`state-dir`, per run folder). It keeps that state in its memory between messages and replies
-with its own upload and one metrics record.
+with its own upload and one metrics record. A node whose client is a new one (`new_clients`)
+is only ever asked to evaluate it as a client that arrives late: it reads and keeps no state.
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ class NodeClient:
 
     def evaluate(self, msg: Message) -> Message:
         instructions = self.check_cohort(msg)
+        if self.partition_id in instructions.get(keys.NEW_CLIENTS, []):
+            metrics = self.runner.arrive(self.partition_id, instructions, global_of(msg))
+            content = RecordDict({keys.client_record(self.partition_id): MetricRecord(metrics)})
+            return Message(content=content, reply_to=msg)
         do_evaluate = self.partition_id in instructions.get(keys.DO_EVALUATE, [])
         stamp = (int(instructions[keys.SERVER_ROUND]), 1)
         try:

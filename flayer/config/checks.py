@@ -24,6 +24,11 @@ def check_settings(cfg: Config) -> None:
     require(0 < cfg.join_ratio <= 1, "join_ratio", cfg.join_ratio, "must be in (0, 1]")
     require(cfg.eval_every >= 1, "eval_every", cfg.eval_every, "must be >= 1")
     require(0 < cfg.eval_fraction <= 1, "eval_fraction", cfg.eval_fraction, "must be in (0, 1]")
+    require(0 <= cfg.new_clients < cfg.num_clients, "new_clients", cfg.new_clients,
+            f"must be in [0, num_clients - 1] = [0, {cfg.num_clients - 1}] (at least one "
+            "client must train)")
+    require(cfg.new_client_epochs >= 0, "new_client_epochs", cfg.new_client_epochs,
+            "must be >= 0 (0: a new client is evaluated with what it receives)")
     require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     require(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "must be >= 1")
     require(cfg.local_epochs >= 1, "local_epochs", cfg.local_epochs, "must be >= 1")

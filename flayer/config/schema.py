@@ -213,6 +213,12 @@ class Config:
     # share of the clients evaluated in an evaluated round between the first and the last
     # (a seeded sample; rounds 0 and num_rounds evaluate every client)
     eval_fraction: float = 1.0
+    # clients kept out of every training round (a sample seeded by the run seed): in each
+    # evaluated round each takes in the global model, is personalized as its method
+    # personalizes a client that arrives late for new_client_epochs local epochs (0: none),
+    # is evaluated, and keeps nothing (docs/new-clients.md)
+    new_clients: int = 0
+    new_client_epochs: int = 1
     seed: int = 0
     batch_size: int = 10
     local_epochs: int = 1

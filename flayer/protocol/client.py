@@ -2,7 +2,9 @@
 
 The app (`flayer.apps.client_work`) hands a method's `ClientMethod` a model in the run's
 initial state, restores what the method keeps, lets it take in the global model, train or
-evaluate, and stores what it keeps back. A method overrides only what it changes.
+evaluate, and stores what it keeps back. A client kept out of training (`new_clients`) gets
+`arrive` instead, from nothing kept, and nothing of it is stored. A method overrides only what
+it changes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from flayer.protocol.upload import Upload
 from flayer.util.seeding import torch_generator
 
 Meta = dict[str, Any]  # ConfigRecord-compatible scalars and lists
+LATE = "late"  # the seed purpose of a new client's local epochs (`ClientMethod.arrive`)
 
 
 @dataclass
@@ -185,6 +188,21 @@ class ClientMethod:
         """The personalized model (set up from global model `version`) on the client's test
         data, plus method-specific metrics."""
         return self.evaluate_on(self.env.data.x_test, self.env.data.y_test), {}
+
+    def arrive(self, global_arrays: dict[str, np.ndarray], version: int, epochs: int
+               ) -> tuple[EvalResult, dict[str, float]]:
+        """A client that never trained with the others (`new_clients`) arrives late: from
+        the run's initial model and nothing kept, it takes in global model `version`, is
+        personalized the way this method personalizes a client that arrives late, for `epochs`
+        local epochs on its own training data (0: it is evaluated with what it receives), and
+        is evaluated. Nothing of it is kept (what it sets in `meta` or `extra` is dropped). By
+        default it takes in the global model as any client does (`receive`) and fine-tunes the
+        whole model with plain SGD at the run's rate."""
+        self.receive(global_arrays, version)
+        if epochs:
+            self.train_model(self.model, self.optimizer(self.model), version, purpose=LATE,
+                             epochs=epochs)
+        return self.evaluate(version)
 
     # ---- helpers for subclasses -----------------------------------------------------------
     def result(self, upload: Upload, stats: TrainStats, *, with_terms: bool = False,

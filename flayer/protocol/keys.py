@@ -17,6 +17,8 @@ SERVER_ROUND = "server-round"
 MODEL_VERSION = "model-version"
 COHORT = "cohort"  # the partition ids a message is for, served in this order
 DO_EVALUATE = "evaluate"  # the partition ids of the cohort to evaluate (the rest only sync)
+NEW_CLIENTS = "new-clients"  # the cohort's clients never trained (`new_clients`): evaluated
+# as clients that arrive late, from nothing kept, keeping nothing
 RUN_KEY = "run-key"  # the run folder's key: SuperNodes keep their state under it
 CHECKPOINT_ROUND = "checkpoint-round"  # the round of the newest checkpoint (-1: none yet)
 

@@ -10,6 +10,13 @@ machines the roster (`flayer.protocol.roster`, a node per client), in simulation
 pool (`flayer.protocol.cohorts`, a cohort per executor). Contributions arrive one per client
 (a SuperNode's upload) or summed per executor, and are combined in partition-id order in
 float64. Everything a method changes on the server is its `MethodServer`'s hooks.
+
+New clients (`new_clients`): a sample of the clients, seeded by the run seed alone, is kept out
+of every training round: never sampled, never sent a train or sync message, never part of
+round 0's extra exchange, so they never shape the global model. In every evaluated round each
+gets an evaluate message naming it new (`keys.NEW_CLIENTS`): it takes in the global model as a
+client that arrives late, keeps nothing, and its evaluation goes to the record's `new_clients`.
+The seen clients' sampling and evaluation shares are of the seen clients.
 """
 
 from __future__ import annotations
@@ -56,6 +63,16 @@ RoundCallback = Callable[[RoundRecord], None]
 SYNC_MODES = ("eager", "lazy")
 
 
+def held_out(cfg: Config) -> list[int]:
+    """The clients kept out of training (`new_clients`): a sample of the partition ids seeded by
+    the run seed alone, so that a resumed run, and any routing, holds out the same clients."""
+    if cfg.new_clients <= 0:
+        return []
+    chosen = rng_for(cfg.seed, "new-clients").choice(cfg.num_clients, cfg.new_clients,
+                                                     replace=False)
+    return sorted(int(p) for p in chosen)
+
+
 class RoundLoop:
     """The server's rounds for one run: the global model version and arrays it holds, the
     method's server side (`server`) it asks, and the routing of clients to nodes."""
@@ -74,6 +91,19 @@ class RoundLoop:
         # which node serves which client: a node per client unless given (simulation)
         self.roster: Routing = routing or Roster(cfg.num_clients, cfg.backend, new_message)
         self.new_message = new_message
+        self.held_out = frozenset(held_out(cfg))  # the new clients, never trained
+        self.num_seen = cfg.num_clients - len(self.held_out)
+
+    @property
+    def seen(self) -> list[int]:
+        """The clients that take part in training: every known client but the new ones."""
+        return [p for p in self.roster.partitions if p not in self.held_out]
+
+    def newcomers(self, server_round: int) -> list[int]:
+        """The new clients evaluated this round: every known one, in every evaluated round."""
+        if not self.is_eval_round(server_round):
+            return []
+        return [p for p in self.roster.partitions if p in self.held_out]
 
     @property
     def timeout(self) -> float:
@@ -127,37 +157,40 @@ class RoundLoop:
     def ask_every_client(self, grid: Grid, rec: RoundRecord, spec: UploadSpec,
                          **config: int | float | str | bool) -> Collected:
         """Before round 0: a train instruction with this declaration (and config) to every
-        client, and the replies that pass it (their bytes and failures counted in rec)."""
-        messages = self.messages(self.roster.partitions, MessageType.TRAIN, 0, spec=spec,
-                                 **config)
+        seen client, and the replies that pass it (their bytes and failures counted in rec)."""
+        messages = self.messages(self.seen, MessageType.TRAIN, 0, spec=spec, **config)
         return self.collect(0, exchange(grid, messages, self.timeout), spec, cohorts(messages),
                             rec)
 
     def messages(self, partition_ids: Iterable[int], kind: str, server_round: int,
                  spec: UploadSpec | None = None, evaluate: Iterable[int] = (),
-                 arrays: dict[str, np.ndarray] | None = None,
+                 arrays: dict[str, np.ndarray] | None = None, new_clients: Iterable[int] = (),
                  **config: int | float | str | bool) -> list[Message]:
         """One message per node serving some of these clients: the global arrays (or the
         given ones), this round's instructions and the node's cohort; a train message also
-        carries the upload declaration, an evaluate message which clients to evaluate."""
+        carries the upload declaration, an evaluate message which clients to evaluate and
+        which are new clients."""
         record = to_record(self.global_arrays if arrays is None else arrays)
-        evaluate = set(evaluate)
+        evaluate, new_clients = set(evaluate), set(new_clients)
         out = []
         for node, cohort in self.roster.route(partition_ids, kind).items():
+            new = ({keys.NEW_CLIENTS: [p for p in cohort if p in new_clients]} if new_clients
+                   else {})
             content = RecordDict({keys.ARRAYS: record, keys.CONFIG: ConfigRecord({
                 **self.run_instructions,
                 keys.SERVER_ROUND: server_round, keys.MODEL_VERSION: self.version,
                 keys.COHORT: cohort, keys.DO_EVALUATE: [p for p in cohort if p in evaluate],
-                **config})})
+                **new, **config})})
             if spec is not None:
                 content[keys.UPLOAD_SPEC] = spec_record(spec)
             out.append(self.new_message(content, node, kind))
         return out
 
     def sample(self, server_round: int) -> list[int]:
-        """Partition ids that train this round: seeded by run seed and round."""
-        known = self.roster.partitions
-        k = max(1, int(self.cfg.num_clients * self.cfg.join_ratio))
+        """Partition ids that train this round: a `join_ratio` share of the seen clients, seeded
+        by run seed and round."""
+        known = self.seen
+        k = max(1, int(self.num_seen * self.cfg.join_ratio))
         k = min(k, len(known))
         chosen = rng_for(self.cfg.seed, "sample", server_round).choice(known, k, replace=False)
         return sorted(int(p) for p in chosen)
@@ -244,34 +277,36 @@ class RoundLoop:
         )
 
     def evaluated(self, server_round: int) -> list[int]:
-        """Partition ids evaluated this round: every client in round 0 and the last round,
-        else in an evaluated round an `eval_fraction` share of the run's clients, seeded by
-        run seed and round."""
-        known = self.roster.partitions
+        """Seen clients evaluated this round: every one in round 0 and the last round, else in
+        an evaluated round an `eval_fraction` share of them, seeded by run seed and round
+        (the new clients: `newcomers`)."""
+        known = self.seen
         if not self.is_eval_round(server_round):
             return []
         if server_round in (0, self.cfg.num_rounds) or self.cfg.eval_fraction >= 1:
             return known
-        k = min(len(known), max(1, math.ceil(self.cfg.eval_fraction * self.cfg.num_clients)))
+        k = min(len(known), max(1, math.ceil(self.cfg.eval_fraction * self.num_seen)))
         chosen = rng_for(self.cfg.seed, "evaluate", server_round).choice(known, k,
                                                                           replace=False)
         return sorted(int(p) for p in chosen)
 
     def evaluate_targets(self, server_round: int) -> list[int]:
-        """Partition ids sent an evaluate message: the evaluated ones, and every client where
-        the method must sync each new model (`evaluate` in the message says which is which)."""
-        if self.server.sync_every_round():
-            return self.roster.partitions
-        return self.evaluated(server_round)
+        """Partition ids sent an evaluate message: the evaluated ones, every seen client where
+        the method must sync each new model, and the new clients in an evaluated round (the
+        message says which is which)."""
+        seen = self.seen if self.server.sync_every_round() else self.evaluated(server_round)
+        return sorted(seen + self.newcomers(server_round))
 
     def configure_evaluate(self, server_round: int) -> list[Message]:
         return self.messages(self.evaluate_targets(server_round), MessageType.EVALUATE,
-                             server_round, evaluate=self.evaluated(server_round))
+                             server_round, evaluate=self.evaluated(server_round),
+                             new_clients=self.newcomers(server_round))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
                            rec: RoundRecord) -> None:
-        """Every client's evaluation into the round's record, in partition-id order; a client
-        sent an evaluate message without an answer counts as a failure."""
+        """Every client's evaluation into the round's record (a new client's apart), in
+        partition-id order; a client sent an evaluate message without an answer counts as a
+        failure."""
         expected = set(self.roster.partitions if server_round == 0
                        else self.evaluate_targets(server_round))
         answered: set[int] = set()
@@ -283,7 +318,8 @@ class RoundLoop:
             for pid, m in client_records(msg.content).items():
                 try:
                     if int(m[keys.EVALUATED]):
-                        rec.clients.append(client_eval(pid, m))
+                        evals = rec.new_clients if pid in self.held_out else rec.clients
+                        evals.append(client_eval(pid, m))
                     answered.add(pid)
                 except (KeyError, TypeError, ValueError) as exc:
                     log.warning("round %d: rejected an evaluate reply: %s", server_round, exc)
@@ -291,3 +327,4 @@ class RoundLoop:
         if server_round == 0:
             rec.failures += self.cfg.num_clients - len(self.roster.partitions)
         rec.clients.sort(key=lambda c: c.partition_id)
+        rec.new_clients.sort(key=lambda c: c.partition_id)

@@ -29,6 +29,8 @@ class RoundRecord:
     model_version: int
     sampled: list[int] = field(default_factory=list)  # partitions asked to train
     clients: list[ClientEval] = field(default_factory=list)  # empty: no evaluation
+    # the clients kept out of training (`new_clients`), evaluated as clients arriving late
+    new_clients: list[ClientEval] = field(default_factory=list)
     train_loss: float | None = None
     train_metrics: dict[str, float] = field(default_factory=dict)  # the method's extra ones
     trained: int = 0

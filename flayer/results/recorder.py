@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flayer.results.record import RoundRecord
+from flayer.results.record import ClientEval, RoundRecord
 from flayer.results.setup import run_title
 from flayer.run.stops import held_signals
 from flayer.util.atomic import write_atomic
@@ -22,15 +22,21 @@ METRIC_COLUMNS = [
     "round", "model_version", "accuracy", "accuracy_mean", "accuracy_std", "auc", "loss",
     "train_loss", "clients_trained", "upload_bytes", "failures", "round_seconds",
 ]  # then the method's extra train metrics (ClientMethod.train_metrics), "-" written as "_"
+# then, in a run with new clients (`new_clients` > 0) only, their accuracy over them: every
+# other run's metrics.csv keeps exactly the columns above
+NEW_COLUMNS = ["new_accuracy", "new_accuracy_mean", "new_accuracy_std"]
 
 CLIENT_COLUMNS = ["round", "client", "accuracy", "test_samples", "correct", "auc", "loss"]
 # clients.csv continues with the extra evaluation metrics the clients report (e.g. FLAYER's
-# mixed-a, and init-version and state-hash from every method), named as they arrive first
+# mixed-a, and init-version and state-hash from every method), named as they arrive first;
+# in a run with new clients `new_client` (1 on a new client's row, else 0) follows the columns
+NEW_CLIENT = "new_client"
 RESULT_FILES = ("metrics.csv", "clients.csv", "summary.json")
 
 
-def round_metrics(rec: RoundRecord) -> dict[str, Any]:
-    """One metrics.csv row; evaluation columns are empty when the round evaluated nobody."""
+def round_metrics(rec: RoundRecord, new_clients: bool = False) -> dict[str, Any]:
+    """One metrics.csv row; evaluation columns are empty when the round evaluated nobody.
+    The accuracy columns are the seen clients'; with `new_clients` the new clients' follow."""
     row: dict[str, Any] = {
         "round": rec.round,
         "model_version": rec.model_version,
@@ -55,7 +61,19 @@ def round_metrics(rec: RoundRecord) -> dict[str, Any]:
         )
     else:
         row.update(accuracy="", accuracy_mean="", accuracy_std="", auc="", loss="")
+    if new_clients:
+        row.update(dict(zip(NEW_COLUMNS, accuracies(rec.new_clients), strict=True)))
     return row
+
+
+def accuracies(clients: list[ClientEval]) -> tuple[float | str, ...]:
+    """Over these clients: the sample-weighted accuracy, the mean over clients and its std
+    (empty where none was evaluated)."""
+    if not clients:
+        return "", "", ""
+    accs = np.array([c.accuracy for c in clients])
+    return (sum(c.correct for c in clients) / sum(c.num_test for c in clients),
+            float(accs.mean()), float(accs.std()))
 
 
 def column_name(metric: str) -> str:
@@ -75,10 +93,12 @@ class RunRecorder:
         self.num_rounds = num_rounds
         self.rows: list[dict[str, Any]] = []
         self.started = time.perf_counter()
+        self.new_clients = int(info.get("new_clients", 0)) > 0  # run_info says so
         self._lock = threading.Lock()
         self._closed = False
         run_dir.mkdir(parents=True, exist_ok=True)
-        columns = METRIC_COLUMNS + [column_name(m) for m in train_metrics]
+        columns = (METRIC_COLUMNS + [column_name(m) for m in train_metrics]
+                   + (NEW_COLUMNS if self.new_clients else []))
         client_columns: list[str] | None = None
         with held_signals():  # the kept rows are written back whole
             if keep_rounds is not None:
@@ -111,15 +131,16 @@ class RunRecorder:
                 self._record(rec)
 
     def _record(self, rec: RoundRecord) -> None:
-        row = round_metrics(rec)
+        row = round_metrics(rec, self.new_clients)
         self.rows.append(row)
         self._mw.writerow(row)
-        for c in rec.clients:
+        marked = [(c, 0) for c in rec.clients] + [(c, 1) for c in rec.new_clients]
+        for c, new in marked:
             self._client_writer(sorted(c.extra)).writerow({
                 **c.extra,
                 "round": rec.round, "client": c.partition_id, "accuracy": c.accuracy,
                 "test_samples": c.num_test, "correct": c.correct, "auc": c.auc,
-                "loss": c.loss,
+                "loss": c.loss, **({NEW_CLIENT: new} if self.new_clients else {}),
             })
         self._metrics.flush()
         self._clients.flush()
@@ -133,7 +154,8 @@ class RunRecorder:
 
     def _client_writer(self, extra: list[str]) -> csv.DictWriter:
         if self._cw is None:
-            columns = CLIENT_COLUMNS + [k for k in extra if k not in CLIENT_COLUMNS]
+            base = CLIENT_COLUMNS + ([NEW_CLIENT] if self.new_clients else [])
+            columns = base + [k for k in extra if k not in base]
             self._cw = csv.DictWriter(self._clients, fieldnames=columns, restval="",
                                       extrasaction="ignore")
             self._cw.writeheader()
@@ -217,8 +239,12 @@ def accuracy_text(summary: dict[str, Any]) -> str:
         value = summary.get(key)
         return "-" if value is None else str(value)
 
-    return (f"best accuracy {acc('best_accuracy')} (round {round_of('best_round')}), "
+    text = (f"best accuracy {acc('best_accuracy')} (round {round_of('best_round')}), "
             f"final {acc('final_accuracy')} (round {round_of('final_round')})")
+    if "final_new_accuracy" in summary:
+        text += (f"; new clients: best {acc('best_new_accuracy')} (round "
+                 f"{round_of('best_new_round')}), final {acc('final_new_accuracy')}")
+    return text
 
 
 def summarize(rows: list[dict[str, Any]], info: dict[str, Any], wall: float) -> dict[str, Any]:
@@ -240,4 +266,19 @@ def summarize(rows: list[dict[str, Any]], info: dict[str, Any], wall: float) -> 
         "total_failures": int(sum(r["failures"] for r in rows)),
         "wall_seconds": round(wall, 2),
         "complete": last_round == info.get("num_rounds", last_round),
+        **(_new_summary(rows) if int(info.get("new_clients", 0)) > 0 else {}),
+    }
+
+
+def _new_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The new clients' accuracy: at the last round that evaluated them, and at their best."""
+    evaluated = [r for r in rows if r.get("new_accuracy", "") != ""]
+    best = max(evaluated, key=lambda r: r["new_accuracy"], default=None)
+    final = evaluated[-1] if evaluated else None
+    return {
+        "best_new_accuracy": best["new_accuracy"] if best else None,
+        "best_new_round": best["round"] if best else None,
+        "final_new_accuracy": final["new_accuracy"] if final else None,
+        "final_new_accuracy_mean": final["new_accuracy_mean"] if final else None,
+        "final_new_accuracy_std": final["new_accuracy_std"] if final else None,
     }

@@ -1,7 +1,8 @@
 """`python -m flayer.results.report PATH... [--out DIR]`: tables of finished runs.
 
 Prints one row per run (method, dataset, alpha, clients, rounds, seed, best accuracy (round),
-final accuracy, MB uploaded, seconds) and a comparison in which runs that differ only in their
+final accuracy, MB uploaded, seconds; where some run holds out new clients, their best and final
+accuracy) and a comparison in which runs that differ only in their
 seed are grouped (mean ± std), ranked by best accuracy within each dataset, alpha, number of
 clients and of rounds. Writes comparison.md, comparison.csv and comparison.png (accuracy per
 round, one curve per group in the table's order, the seed spread shaded, titled with the
@@ -25,9 +26,13 @@ from flayer.results.setup import setup_title
 from flayer.results.statistics import group_runs, group_stats, ranked
 from flayer.results.tables import (
     GROUP_COLUMNS,
+    NEW_GROUP_COLUMNS,
+    NEW_NOTE,
+    NEW_RUN_COLUMNS,
     NOTE,
     RUN_COLUMNS,
     group_row,
+    has_new,
     markdown_table,
     run_row,
     write_csv,
@@ -45,6 +50,7 @@ class Comparison:
     compared: str  # markdown, one row per group (mean ± std over seeds)
     stats: list
     title: str
+    note: str = NOTE  # what the tables' numbers are
 
     def plot(self, out: Path) -> None:
         plot_groups(self.stats, out, self.title)
@@ -58,10 +64,15 @@ def compare(paths: Iterable[Path]) -> Comparison:
         raise FileNotFoundError("no finished runs (folders with summary.json) under the paths")
     runs = [load_run(p) for p in run_paths]
     stats = ranked([group_stats(g) for g in group_runs(runs)])
+    new = has_new(stats)
+    run_columns = RUN_COLUMNS + (NEW_RUN_COLUMNS if new else [])
+    group_columns = GROUP_COLUMNS + (NEW_GROUP_COLUMNS if new else [])
     return Comparison(run_paths=run_paths,
-                      per_run=markdown_table(RUN_COLUMNS, [run_row(r.summary) for r in runs]),
-                      compared=markdown_table(GROUP_COLUMNS, [group_row(g) for g in stats]),
-                      stats=stats, title=setup_title([r.summary for r in runs]))
+                      per_run=markdown_table(run_columns,
+                                             [run_row(r.summary, new) for r in runs]),
+                      compared=markdown_table(group_columns, [group_row(g, new) for g in stats]),
+                      stats=stats, title=setup_title([r.summary for r in runs]),
+                      note=f"{NOTE} {NEW_NOTE}" if new else NOTE)
 
 
 def report(paths: Iterable[Path], out_dir: Path | None = None) -> tuple[str, Path]:
@@ -72,10 +83,10 @@ def report(paths: Iterable[Path], out_dir: Path | None = None) -> tuple[str, Pat
         common = Path(os.path.commonpath([str(p.resolve()) for p in c.run_paths]))
         out_dir = common if len(c.run_paths) > 1 else common.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "comparison.md").write_text(f"{c.compared}\n\n{NOTE}\n\n## Runs\n\n{c.per_run}\n")
+    (out_dir / "comparison.md").write_text(f"{c.compared}\n\n{c.note}\n\n## Runs\n\n{c.per_run}\n")
     write_csv(c.stats, out_dir / "comparison.csv")
     c.plot(out_dir / "comparison.png")
-    text = f"## Runs\n\n{c.per_run}\n\n## Comparison\n\n{c.compared}\n\n{NOTE}"
+    text = f"## Runs\n\n{c.per_run}\n\n## Comparison\n\n{c.compared}\n\n{c.note}"
     return text, out_dir
 
 

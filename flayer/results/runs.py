@@ -19,7 +19,9 @@ from flayer.util.errors import reading
 IGNORED = {"seed", "progress", "cache_dir", "device", "backend"}
 # settings added after runs were saved, at the value every earlier run had: a run that holds
 # that value groups with the runs that lack the setting
-ADDED = {"dataset.fraction": 1.0, "shift.name": "none"}
+ADDED = {"dataset.fraction": 1.0, "shift.name": "none", "new_clients": 0}
+# settings that change nothing while another is at a value (no new clients: their epochs)
+UNUSED = {"new_client_epochs": ("new_clients", 0)}
 _NONE = object()
 LEAVE_OUT = "repair the run folder, or leave it out of the report's paths"
 
@@ -60,6 +62,12 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _unused(key: str, flat: dict[str, Any]) -> bool:
+    """Whether the setting changes nothing in this run (`UNUSED`)."""
+    other = UNUSED.get(key)
+    return other is not None and flat.get(other[0], other[1]) == other[1]
+
+
 def load_run(path: Path) -> Run:
     """A run folder's summary, settings and curve; DamagedFile naming a file that cannot be
     read as what the run wrote."""
@@ -70,8 +78,10 @@ def load_run(path: Path) -> Run:
         with reading(path / "config.yaml", "a run's config (YAML)", LEAVE_OUT,
                      also=(yaml.YAMLError,)):
             config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml")) or {}
-        settings = {k: v for k, v in _flatten(config).items()
-                    if k.split(".", 1)[0] not in IGNORED and ADDED.get(k, _NONE) != v}
+        flat = _flatten(config)
+        settings = {k: v for k, v in flat.items()
+                    if k.split(".", 1)[0] not in IGNORED and ADDED.get(k, _NONE) != v
+                    and not _unused(k, flat)}
     curve = []
     if (path / "metrics.csv").is_file():
         with (reading(path / "metrics.csv", "a run's metrics (CSV)", LEAVE_OUT,

@@ -74,6 +74,10 @@ class GroupStats:
     seconds: Stat
     runs: list[Path]
     curve: Curve | None  # None when no run of the group evaluated a round
+    # the clients never trained (`new_clients`), over the runs that have them
+    best_new_accuracy: Stat = Stat(None, None, 0)
+    final_new_accuracy: Stat = Stat(None, None, 0)
+    with_new: bool = False  # whether the group's runs hold out new clients
 
     @property
     def with_accuracy(self) -> int:
@@ -134,6 +138,9 @@ def group_stats(group: Group) -> GroupStats:
         seconds=Stat.of(s.get("wall_seconds", 0) for s in ss),
         runs=[r.path for r in group.runs],
         curve=_curve(group.runs),
+        best_new_accuracy=Stat.of(s.get("best_new_accuracy") for s in ss),
+        final_new_accuracy=Stat.of(s.get("final_new_accuracy") for s in ss),
+        with_new=any("final_new_accuracy" in s for s in ss),
     )
 
 

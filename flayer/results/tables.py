@@ -18,6 +18,15 @@ CSV_COLUMNS = ["group", "dataset", "alpha", "num_clients", "num_rounds", "seeds"
                "runs_with_accuracy", "best_accuracy_mean", "best_accuracy_std",
                "final_accuracy_mean", "final_accuracy_std", "upload_mb_mean", "upload_mb_std",
                "seconds_mean", "seconds_std", "runs"]
+# only where some run holds out new clients (`new_clients`): their accuracy
+NEW_RUN_COLUMNS = ["new clients: best (round)", "new clients: final"]
+NEW_GROUP_COLUMNS = ["new clients: best", "new clients: final"]
+NEW_CSV_COLUMNS = ["new_best_accuracy_mean", "new_best_accuracy_std",
+                   "new_final_accuracy_mean", "new_final_accuracy_std"]
+NEW_NOTE = ("New clients: the clients a run kept out of training (`new_clients`), each "
+            "personalizing the global model of an evaluated round as its method does for a "
+            "client that arrives late; accuracy over them, the other columns over the clients "
+            "that trained; `-` for a run without new clients.")
 NOTE = ("Accuracies in %, mean ± std over seeds (population std); best = best evaluated "
         "round, final = last evaluated round. A run with no evaluated round has no accuracy: "
         "it is left out of the accuracy mean (marked `n=k of m` where only k of a group's m "
@@ -37,9 +46,9 @@ def _rounds(s: dict[str, Any]) -> str:
     return f"{done} of {planned}" if stopped else planned
 
 
-def run_row(s: dict[str, Any]) -> list[str]:
-    """One run's row of the per-run table."""
-    return [
+def run_row(s: dict[str, Any], new: bool = False) -> list[str]:
+    """One run's row of the per-run table; with `new` the new clients' cells."""
+    cells = [
         value_text(s, "method"), dataset_text(s), alpha_text(s),
         value_text(s, "num_clients"), _rounds(s), value_text(s, "seed"),
         f"{_pct(s.get('best_accuracy'))} ({s.get('best_round', '-')})",
@@ -47,6 +56,10 @@ def run_row(s: dict[str, Any]) -> list[str]:
         f"{s.get('total_upload_bytes', 0) / 1e6:.1f}",
         f"{s.get('wall_seconds', 0):.0f}",
     ]
+    if new:
+        cells += [f"{_pct(s.get('best_new_accuracy'))} ({s.get('best_new_round', '-')})"
+                  if "best_new_accuracy" in s else "-", _pct(s.get("final_new_accuracy"))]
+    return cells
 
 
 def _accuracy_cell(stat: Stat, runs: int) -> str:
@@ -54,29 +67,42 @@ def _accuracy_cell(stat: Stat, runs: int) -> str:
     return text if stat.n in (0, runs) else f"{text} (n={stat.n} of {runs})"
 
 
-def group_row(g: GroupStats) -> list[str]:
-    """The comparison table's markdown row."""
-    return [
+def group_row(g: GroupStats, new: bool = False) -> list[str]:
+    """The comparison table's markdown row; with `new` the new clients' cells."""
+    cells = [
         g.label, g.dataset, g.alpha, g.clients, g.rounds, ",".join(g.seeds),
         _accuracy_cell(g.best_accuracy, len(g.runs)),
         _accuracy_cell(g.final_accuracy, len(g.runs)),
         g.upload_mb.text(1.0, 1),
         g.seconds.text(1.0, 0),
     ]
+    if new:
+        cells += [_accuracy_cell(g.best_new_accuracy, len(g.runs)),
+                  _accuracy_cell(g.final_new_accuracy, len(g.runs))]
+    return cells
 
 
-def csv_row(g: GroupStats) -> list[Any]:
+def has_new(stats: list[GroupStats]) -> bool:
+    """Whether some run holds out new clients: then the tables show their accuracy."""
+    return any(g.with_new for g in stats)
+
+
+def csv_row(g: GroupStats, new: bool = False) -> list[Any]:
     """The comparison.csv row: raw numbers (accuracy as a fraction), empty where none."""
     def raw(x: float | None) -> float | str:
         return "" if x is None else x
 
-    return [
+    cells = [
         g.label, g.dataset, g.alpha, g.clients, g.rounds, " ".join(g.seeds), g.with_accuracy,
         raw(g.best_accuracy.mean), raw(g.best_accuracy.std),
         raw(g.final_accuracy.mean), raw(g.final_accuracy.std),
         raw(g.upload_mb.mean), raw(g.upload_mb.std), raw(g.seconds.mean), raw(g.seconds.std),
         " ".join(str(p) for p in g.runs),
     ]
+    if new:
+        cells += [raw(g.best_new_accuracy.mean), raw(g.best_new_accuracy.std),
+                  raw(g.final_new_accuracy.mean), raw(g.final_new_accuracy.std)]
+    return cells
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -86,7 +112,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_csv(stats: list[GroupStats], out: Path) -> None:
+    new = has_new(stats)
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(csv_row(g) for g in stats)
+        writer.writerow(CSV_COLUMNS + (NEW_CSV_COLUMNS if new else []))
+        writer.writerows(csv_row(g, new) for g in stats)

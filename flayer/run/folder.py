@@ -85,6 +85,9 @@ def run_info(cfg: Config) -> dict[str, Any]:
         "num_clients": cfg.num_clients,
         "num_rounds": cfg.num_rounds,
         "join_ratio": cfg.join_ratio,
+        # clients never trained, evaluated as clients arriving late: another experiment
+        **({"new_clients": cfg.new_clients, "new_client_epochs": cfg.new_client_epochs}
+           if cfg.new_clients > 0 else {}),
         "batch_size": cfg.batch_size,
         "local_epochs": cfg.local_epochs,
         "lr": cfg.learning_rate,

@@ -74,6 +74,20 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, overrides, method):
     same_results(tmp_path / "straight", tmp_path / "stopped")
 
 
+def test_a_run_with_new_clients_resumed_equals_uninterrupted(tmp_path, overrides):
+    args = overrides("new_clients=1", "num_rounds=3", "eval_every=2")
+    start(tmp_path / "straight", args)
+    with pytest.raises(Stopped):
+        start(tmp_path / "stopped", args, stop_after=2)
+    resume = [f"resume={tmp_path / 'stopped'}"]
+    run(compose_dict(resume), tmp_path / "stopped", resume, engine=inprocess.engine)
+    same_results(tmp_path / "straight", tmp_path / "stopped")
+    rows = table(tmp_path / "stopped", "metrics.csv")
+    assert [r["new_accuracy"] != "" for r in rows] == [True, False, True, True]
+    summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert summary["new_clients"] == 1 and summary["final_new_accuracy"] is not None
+
+
 def test_a_finished_run_extended_equals_a_longer_one(tmp_path, overrides):
     start(tmp_path / "long", overrides("num_rounds=4"))
     start(tmp_path / "short", overrides("num_rounds=2"))

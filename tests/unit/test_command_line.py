@@ -101,6 +101,21 @@ def test_a_method_name_without_its_settings_is_refused():
         check_settings(make_config("strategy.name=nope"))
 
 
+@pytest.mark.parametrize(("overrides", "allowed"), [
+    (["num_clients=3", "new_clients=3"],
+     "must be in [0, num_clients - 1] = [0, 2] (at least one client must train)"),
+    (["new_clients=-1"], "must be in [0, num_clients - 1] = [0, 19]"),
+    (["new_client_epochs=-1"], "must be >= 0"),
+])
+def test_new_clients_settings_are_checked_by_name(overrides, allowed):
+    with pytest.raises(ConfigError) as err:
+        check_settings(make_config(*overrides))
+    key, value = overrides[-1].split("=")
+    assert err.value.setting == key and str(value) in str(err.value)
+    assert allowed in str(err.value)
+    check_settings(make_config("num_clients=3", "new_clients=2", "new_client_epochs=0"))
+
+
 def test_a_sweep_names_the_job_that_does_not_compose(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "strategy=fedavg,fedavgg",
                           "num_rounds=0"], cwd=tmp_path, capture_output=True, text=True,
@@ -134,6 +149,8 @@ def test_help_and_the_composed_config_import_nothing_heavy(tmp_path, args):
     (["num_client=3"], "error: unknown setting 'num_client'; did you mean num_clients?"),
     (["num_rounds=-1"], "error: bad setting num_rounds=-1: must be >= 0"),
     (["partition.alpha=0"], "error: bad setting partition.alpha=0.0: must be > 0"),
+    (["num_clients=4", "new_clients=4"], "error: bad setting new_clients=4: must be in "
+     "[0, num_clients - 1] = [0, 3] (at least one client must train)"),
     (["partition=iid", "+partition.alpha=0.5"], "error: unknown setting 'partition.alpha'"),
 ])
 def test_a_bad_setting_is_one_line_imports_nothing_heavy_and_leaves_nothing(tmp_path, args,

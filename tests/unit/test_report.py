@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from flayer.results.record import ClientEval, RoundRecord
-from flayer.results.recorder import RunRecorder, accuracy_text, round_metrics, summarize
+from flayer.results.recorder import (
+    CLIENT_COLUMNS,
+    METRIC_COLUMNS,
+    NEW_COLUMNS,
+    RunRecorder,
+    accuracy_text,
+    round_metrics,
+    summarize,
+)
 from flayer.results.report import main
 from flayer.results.runs import find_runs
 from flayer.results.tables import GROUP_COLUMNS
@@ -76,6 +84,19 @@ def test_runs_differing_only_in_seed_are_grouped(tmp_path, capsys):
     assert len(rows) == 2
     assert any("masked_upload=False" in r and "| 0,1 | 82.00 ± 2.00 |" in r for r in rows)
     assert any("masked_upload=None" in r and "| 0,1 | 92.00 ± 2.00 |" in r for r in rows)
+
+
+def test_runs_without_new_clients_group_with_runs_made_before_the_setting(tmp_path, capsys):
+    write_run(tmp_path / "0-flayer", "flayer", 0, 0.90)  # a config without the keys
+    write_run(tmp_path / "1-flayer", "flayer", 1, 0.94,
+              extra="new_clients: 0\nnew_client_epochs: 5\n")  # epochs unused without them
+    write_run(tmp_path / "2-flayer", "flayer", 0, 0.80,
+              extra="new_clients: 2\nnew_client_epochs: 1\n")
+    assert main([str(tmp_path)]) == 0
+    rows = table(capsys.readouterr().out, "Comparison")
+    assert len(rows) == 2
+    assert any("new_clients=0" in r and "| 0,1 | 92.00 ± 2.00 |" in r for r in rows)
+    assert any("new_clients=2" in r and "| 0 | 80.00 |" in r for r in rows)
 
 
 def test_every_table_says_the_clients_and_rounds(tmp_path, capsys):
@@ -298,3 +319,58 @@ def test_commands_print_accuracies_with_four_decimals():
     assert accuracy_text(s) == "best accuracy 0.9123 (round 0), final 0.9123 (round 0)"
     never = summarize([{"round": 0, "accuracy": "", "upload_bytes": 0, "failures": 0}], {}, 1.0)
     assert accuracy_text(never) == "best accuracy - (round -), final - (round -)"
+
+
+def test_new_client_columns_appear_only_in_a_run_with_new_clients(tmp_path):
+    def record(folder, info):
+        recorder = RunRecorder(folder, {"num_rounds": 1, **info}, 1, progress=False)
+        seen = [ClientEval(0, correct=5, num_test=10, auc=0.5, loss=1.0)]
+        new = [ClientEval(2, correct=1, num_test=4, auc=0.5, loss=2.0),
+               ClientEval(1, correct=3, num_test=4, auc=0.5, loss=2.0)]
+        recorder(RoundRecord(round=0, model_version=0, clients=seen, new_clients=new))
+        recorder(RoundRecord(round=1, model_version=1, train_loss=0.5))  # not evaluated
+        return recorder.finish()
+
+    plain = record(tmp_path / "plain", {})
+    metrics = list(csv.DictReader((tmp_path / "plain" / "metrics.csv").open()))
+    assert list(metrics[0]) == METRIC_COLUMNS
+    with (tmp_path / "plain" / "clients.csv").open() as f:
+        assert next(csv.reader(f)) == CLIENT_COLUMNS
+    assert not [k for k in plain if "new" in k]
+
+    summary = record(tmp_path / "new", {"new_clients": 2})
+    metrics = list(csv.DictReader((tmp_path / "new" / "metrics.csv").open()))
+    assert list(metrics[0]) == METRIC_COLUMNS + NEW_COLUMNS
+    assert float(metrics[0]["accuracy"]) == 0.5  # the seen clients' only
+    assert float(metrics[0]["new_accuracy"]) == 4 / 8
+    assert float(metrics[0]["new_accuracy_mean"]) == 0.5
+    assert float(metrics[0]["new_accuracy_std"]) == 0.25
+    assert metrics[1]["new_accuracy"] == ""
+    clients = list(csv.DictReader((tmp_path / "new" / "clients.csv").open()))
+    assert [(r["client"], r["new_client"]) for r in clients] == [("0", "0"), ("2", "1"),
+                                                                 ("1", "1")]
+    assert (summary["best_new_accuracy"], summary["best_new_round"]) == (0.5, 0)
+    assert summary["final_new_accuracy"] == 0.5 and summary["final_accuracy"] == 0.5
+    assert "new clients: best 0.5000 (round 0), final 0.5000" in accuracy_text(summary)
+
+
+def test_the_report_shows_new_client_accuracy_when_a_run_has_it(tmp_path, capsys):
+    write_run(tmp_path / "runs" / "a", "fedavg", 0, 0.9)
+    assert main([str(tmp_path / "runs")]) == 0
+    assert "new clients" not in capsys.readouterr().out
+    header = (tmp_path / "runs" / "comparison.csv").read_text().splitlines()[0]
+    assert "new_" not in header
+    write_run(tmp_path / "runs" / "b", "fedper", 0, 0.8)
+    summary = json.loads((tmp_path / "runs" / "b" / "summary.json").read_text())
+    summary.update(new_clients=2, best_new_accuracy=0.7, best_new_round=3,
+                   final_new_accuracy=0.65)
+    (tmp_path / "runs" / "b" / "summary.json").write_text(json.dumps(summary))
+    assert main([str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "| fedper | fmnist | 0.1 | 20 | 20 | 0 | 80.00 (3) | 79.00 | 2.5 | 12 | 70.00 (3) " \
+           "| 65.00 |" in table(out, "Runs")
+    assert table(out, "Runs")[0].endswith("| - | - |")  # fedavg: none
+    assert "New clients:" in out
+    groups = csv_groups(tmp_path / "runs")
+    assert float(groups["fedper"]["new_final_accuracy_mean"]) == 0.65
+    assert groups["fedavg"]["new_final_accuracy_mean"] == ""
