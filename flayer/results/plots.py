@@ -85,13 +85,20 @@ def _accuracy_panel(ax: Axes, ev: list[dict[str, Any]], zoom: bool) -> None:
                     color="C0", linewidth=0, label="mean ± std across clients")
     ax.plot(x, acc, color="C0", marker=".", label="accuracy (sample-weighted)")
     ax.plot(x, mean, color="C1", linestyle="--", label="mean over clients")
+    new = [r for r in ev if r.get("new_accuracy", "") != ""]
+    if new:  # clients never seen in training, at the rounds they were evaluated
+        ax.plot([r["round"] for r in new], [r["new_accuracy"] for r in new], color="C2",
+                marker="s", markersize=4, label="new clients (sample-weighted)")
+        acc_range = np.concatenate([acc, [r["new_accuracy"] for r in new]])
+    else:
+        acc_range = acc
     best = int(np.argmax(acc))
     ax.plot(x[best], acc[best], marker="*", markersize=14, color="C3", linestyle="none",
             label=f"best: {100 * acc[best]:.2f}% (round {x[best]})")
     first = 0 if not zoom else int(x[0])
     set_rounds(ax, first, int(x[-1]))
     if zoom:
-        ax.set_ylim(*later_range(np.concatenate([acc, mean])))
+        ax.set_ylim(*later_range(np.concatenate([acc_range, mean])))
         ax.set_title("after round 0", fontsize="medium")
     else:
         ax.set_ylim(0, 1.02)

@@ -235,6 +235,23 @@ def test_accuracy_png_zooms_on_the_rounds_after_round_0(tmp_path, monkeypatch):
     assert fig._suptitle.get_text() == "a title"
 
 
+def test_accuracy_png_draws_the_new_clients_curve_where_they_were_evaluated(tmp_path,
+                                                                           monkeypatch):
+    from flayer.results.plots import plot_run
+
+    figures = kept_figures(monkeypatch)
+    rows = [{"round": r, "accuracy": 0.5 + 0.1 * r, "accuracy_mean": 0.5, "accuracy_std": 0.1,
+             "train_loss": "", "new_accuracy": "" if r % 2 else 0.2 + 0.1 * r}
+            for r in range(5)]
+    plot_run(rows, tmp_path / "accuracy.png", "t")
+    (fig,) = figures
+    for ax in fig.axes[:2]:
+        (new,) = [line for line in ax.get_lines() if line.get_label().startswith("new clients")]
+        shown = [r for r in (0, 2, 4) if r > 0 or ax is fig.axes[0]]
+        assert list(new.get_xdata()) == shown
+        assert ax.get_ylim()[0] <= min(0.2 + 0.1 * r for r in shown)  # the curve is in view
+
+
 def test_comparison_png_is_titled_with_the_setup(tmp_path, monkeypatch):
     figures = kept_figures(monkeypatch)
     write_run(tmp_path / "0-flayer", "flayer", 0, 0.9)
