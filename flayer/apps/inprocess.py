@@ -26,6 +26,7 @@ from flayer.protocol import keys
 from flayer.protocol.cohorts import ExecutorPool
 from flayer.protocol.instructions import stamped
 from flayer.protocol.rounds import RoundCallback, RoundLoop
+from flayer.run.stops import raise_if_asked
 from flayer.state.checkpoint import Checkpointing
 from flayer.state.store import ClientStore
 
@@ -65,6 +66,7 @@ class InProcessGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
+        raise_if_asked()  # each exchange is a safe point of the main thread, as the wait is
         replies = []
         for msg in messages:
             reply = self.deliver(msg)

@@ -23,7 +23,7 @@ from flayer.apps.sim_grid import ExecutorLost, Leave, SimulationGrid
 from flayer.config.schema import Config
 from flayer.protocol.cohorts import default_executors
 from flayer.protocol.rounds import RoundCallback
-from flayer.run.stops import Stopped, held_signals, stop_on_signals
+from flayer.run.stops import Stopped, held_signals, raise_if_asked, stop_on_signals
 from flayer.state.checkpoint import Checkpointing
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -143,6 +143,7 @@ def run_apps(cfg: Config, on_round: RoundCallback, store: Path,
                 # an Event, not Thread.join: a join that a signal interrupts marks the thread
                 # ended while it runs on (CPython 3.11), and Ray would be shut down under it
                 while not done.wait(0.5):
+                    raise_if_asked()
                     if leave.is_set():  # the round loop left: nothing is worth waiting for
                         end_actors()
             except Stopped:

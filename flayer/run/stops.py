@@ -11,7 +11,8 @@ ends the process at once.
 Stopped must never be raised inside code that other threads depend on: the simulation keeps
 its main thread out of Ray and Flower (it waits for them; see flayer.run.simulation), and
 `held_signals` delays a stop past a block that must not be cut short (starting Ray, writing
-the results). Other threads ask `stopping()` at their safe points.
+the results). Other threads ask `stopping()` at their safe points; the main thread's own
+safe points (`raise_if_asked`) raise a stop again that was swallowed where it landed.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 def _raise() -> None:
     _state.raised = True
     raise Stopped(_state.signum or signal.SIGINT)
+
+
+def raise_if_asked() -> None:
+    """At a safe point of the main thread (under stop_on_signals, outside a held block): raise
+    Stopped for a stop already asked. The Stopped raised where the signal landed can be
+    swallowed there (code that ignores what its callbacks raise: Cython's patching of a module
+    at import reports "Exception ignored" and goes on), and the run must stop all the same."""
+    if _on_main_thread() and _state.depth and not _state.held and _state.asked.is_set():
+        _raise()
 
 
 def _on_main_thread() -> bool:

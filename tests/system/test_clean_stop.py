@@ -83,6 +83,28 @@ def test_a_signal_stops_a_run_with_its_results_and_the_way_on(tmp_path, override
         < log.index(f"results in {run_dir}: best accuracy ")
 
 
+def test_a_stop_swallowed_where_it_landed_still_stops_the_run(tmp_path, overrides):
+    """Code that ignores what it raises (as Cython's module patching does at an import) must
+    not let the run go on to its end: the next exchange raises the stop again."""
+    def engine(cfg, on_round, store, checkpointing):
+        def finished(rec):
+            on_round(rec)
+            if rec.round == 0:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.05)  # Stopped is raised here, in the handler
+                except BaseException:  # noqa: BLE001 - swallowed, like "Exception ignored"
+                    pass
+        inprocess.engine(cfg, finished, store, checkpointing)
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Stopped) as caught:
+        run(compose_dict(overrides), run_dir, overrides, engine=engine)
+    assert caught.value.exit_code == 143
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["complete"] is False and summary["rounds_completed"] == 0
+
+
 def test_a_signal_in_a_held_block_stops_when_the_block_ends():
     seen = []
     with pytest.raises(Stopped) as caught, stop_on_signals():

@@ -57,7 +57,8 @@ def test_every_method_is_registered_with_the_settings_its_schema_names():
     (["strategy=flayer_schema"], "unknown strategy 'flayer_schema'; did you mean flayer? "
                                  "(choose one of: apfl, ditto,"),
     (["strategy=fedavgg"], "unknown strategy 'fedavgg'; did you mean fedavg? (choose one of: "),
-    (["dataset=fmnst"], "unknown dataset 'fmnst'; did you mean fmnist? (choose one of: agnews,"),
+    (["dataset=fmnst"], "unknown dataset 'fmnst'; did you mean fmnist or femnist? (choose one "
+                        "of: agnews,"),
     (["model=resnet"], "unknown model 'resnet'; did you mean resnet18? (choose one of: "
                         "char_lstm, cnn,"),
     (["partition=dirichelt"], "unknown partition 'dirichelt'; did you mean dirichlet?"),
