@@ -27,10 +27,23 @@ def pytest_xdist_auto_num_workers(config):
     return min(4, 2 * (os.cpu_count() or 1))
 
 
+# the slow tests that take longest (several Ray runs or deployments each), longest first: each
+# starts at once in its own process, so that no process is left running them after the others
+LONGEST_FIRST = ("tests/system/test_stops.py::test_stops_at_any_moment_under_load",
+                 "tests/system/test_deploy.py", "tests/system/test_stops.py")
+
+
+def _start_order(item) -> int:
+    if "slow" not in item.keywords:
+        return len(LONGEST_FIRST) + 1
+    starts = [i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)]
+    return starts[0] if starts else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--run-slow"):
         # the long tests first, so that the short ones fill in beside them, not after them
-        items.sort(key=lambda item: "slow" not in item.keywords)
+        items.sort(key=_start_order)
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow")
     for item in items:
