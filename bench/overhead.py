@@ -31,7 +31,7 @@ from flayer.apps.inprocess import InProcessGrid, run_in_process  # noqa: E402
 from flayer.config.compose import compose_dict  # noqa: E402
 from flayer.config.schema import to_config  # noqa: E402
 from flayer.config.validation import validate  # noqa: E402
-from flayer.data.federated import client_splits  # noqa: E402
+from flayer.data.federated import client_splits, source_of  # noqa: E402
 from flayer.results.record import RoundRecord  # noqa: E402
 
 
@@ -75,7 +75,8 @@ def main() -> None:
     validate(cfg)
     client_splits(cfg)  # build the data cache outside both timings
     r = args.rounds
-    split = ", ".join(f"{k}={v}" for k, v in cfg.partition.summary_fields().items())
+    split = (", ".join(f"{k}={v}" for k, v in cfg.partition.summary_fields().items())
+             if source_of(cfg).partitioned else "its own clients")
     print(f"{cfg.strategy.name}, {cfg.dataset.name}, {cfg.num_clients} clients, {split}, "
           f"batch {cfg.batch_size}; timing round {r}", flush=True)
 
