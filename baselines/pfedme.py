@@ -54,10 +54,13 @@ Where the references depart from the paper, the paper is followed:
   - Both the authors' code and PFLlib add a weight decay mu * theta (mu = 0.001, the inner
     optimizer's default) to the inner gradient; the paper's inner problem has none, nor
     has this one.
-  - In both, the "personalized parameters" returned by the inner optimizer are the model's
-    own parameters, which are then overwritten with w; the personalized evaluation thus
-    measures w after local training (or the global model for a client that did not train).
-    Here theta itself is kept and evaluated, as the paper describes.
+  - In PFLlib (commit d832e76) the "personalized parameters" returned by the inner optimizer
+    are the model's own parameter tensors, not a copy: local training ends by writing w into
+    them, and each round's `send_models` writes the new global model into them before
+    `evaluate_personalized` runs. Its personalized accuracy is thus the freshly received
+    global model's (the initial model's for a client that has never trained), which is why
+    it tracks PFLlib's FedAvg. Here theta itself is kept and evaluated, as the paper
+    describes.
   - The authors' code trains every client each round and aggregates a sample; PFLlib (and
     flayer) train only the sampled clients. A client that is not sampled keeps its theta.
 """
