@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
 
 from bench.memory import PeakMemory  # noqa: E402
 from flayer.apps.inprocess import InProcessGrid, run_in_process  # noqa: E402
@@ -33,6 +34,7 @@ from flayer.config.schema import to_config  # noqa: E402
 from flayer.config.validation import validate  # noqa: E402
 from flayer.data.federated import client_splits, source_of  # noqa: E402
 from flayer.results.record import RoundRecord  # noqa: E402
+from flayer.util.errors import ConfigError, DataError  # noqa: E402
 
 
 # ---- the simulation ---------------------------------------------------------------------------
@@ -70,10 +72,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="the last round is the one timed")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. partition.alpha=0.5")
     args = parser.parse_args()
-    cfg = to_config(compose_dict([f"num_clients={args.clients}", f"num_rounds={args.rounds}",
-                                  "progress=false", *args.overrides]))
-    validate(cfg)
-    client_splits(cfg)  # build the data cache outside both timings
+    try:
+        cfg = to_config(compose_dict([f"num_clients={args.clients}", f"num_rounds={args.rounds}",
+                                      "progress=false", *args.overrides]))
+        validate(cfg)
+        client_splits(cfg)  # build the data cache outside both timings
+    except (ConfigError, DataError, HydraException) as exc:  # a typo'd or bad setting
+        print(f"error: {exc}", file=sys.stderr)  # one line, as run.py says it
+        sys.exit(2)
     r = args.rounds
     split = (", ".join(f"{k}={v}" for k, v in cfg.partition.summary_fields().items())
              if source_of(cfg).partitioned else "its own clients")
@@ -99,4 +105,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: a benchmark writes nothing to keep
+        print("stopped (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

@@ -79,6 +79,10 @@ def main() -> None:
                         help="join_ratio of the overhead run (0.1: 2 of the 20 roles a round)")
     parser.add_argument("--skip-overhead", action="store_true")
     args = parser.parse_args()
+    if min(args.roles) < 10:
+        parser.error(f"--roles {min(args.roles)}: at least 10 (10 roles train a round)")
+    if not 0 < args.overhead_ratio <= 1:
+        parser.error(f"--overhead-ratio {args.overhead_ratio}: must be in (0, 1]")
 
     if not args.skip_overhead:
         print("== overhead: the preset through the simulation and in one process", flush=True)
@@ -97,4 +101,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: a benchmark writes nothing to keep
+        print("stopped (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
